@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterable, Sequence
+
+from datasets import Dataset as HFDataset
+from sentence_transformers.sentence_transformer.readers import InputExample
+from torch.utils.data import Dataset
+
+logger = logging.getLogger(__name__)
+
+NLI_COLUMNS = ("sent0", "sent1", "hard_neg")
+
+
+class _TextTupleDataset(Dataset):
+    """A torch Dataset of ``InputExample(texts=[...])`` over equally long text columns: what ``model.fit``
+    reads through a ``DataLoader``, and, through :meth:`to_hf_dataset`, what the Trainer reads."""
+
+    column_names: tuple[str, ...] = ()
+
+    def __init__(self, rows: Sequence[tuple[str, ...]]) -> None:
+        self.rows = list(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> InputExample:
+        return InputExample(texts=list(self.rows[index]))
+
+    def to_hf_dataset(self) -> HFDataset:
+        """The same examples as a ``datasets.Dataset``, one column per text, in the loss's column order."""
+        columns = list(zip(*self.rows)) if self.rows else [() for _ in self.column_names]
+        return HFDataset.from_dict({name: list(column) for name, column in zip(self.column_names, columns)})
+
+
+class DuplicateInputDataset(_TextTupleDataset):
+    """Unsupervised SimCSE data: every sentence becomes the pair ``(sentence, sentence)``.
+
+    Fed to :class:`st_simcse.SimCSELoss`, the two copies are encoded with independent dropout masks, and that
+    noise alone makes the positive pair (paper section 3).
+
+    Args:
+        sentences: The training sentences. Empty or whitespace-only entries are an error.
+
+    Example:
+        ::
+
+            from torch.utils.data import DataLoader
+            from st_simcse import DuplicateInputDataset, SimCSELoss
+
+            dataset = DuplicateInputDataset.from_text_file("wiki1m_for_simcse.txt")
+            model.fit([(DataLoader(dataset, shuffle=True, batch_size=64), SimCSELoss(model, mlp_head=True))])
+            # or, with the Trainer: train_dataset=dataset.to_hf_dataset()
+    """
+
+    column_names = ("anchor", "positive")
+
+    def __init__(self, sentences: Iterable[str]) -> None:
+        sentences = list(sentences)
+        for index, sentence in enumerate(sentences):
+            if not isinstance(sentence, str) or not sentence.strip():
+                raise ValueError(
+                    f"Sentence {index} is {sentence!r}: every training sentence must be a non-empty string. "
+                    "Filter out empty or missing values first."
+                )
+        if not sentences:
+            raise ValueError("DuplicateInputDataset needs at least one sentence, got none.")
+        super().__init__([(sentence, sentence) for sentence in sentences])
+        self.sentences = sentences
+        self.skipped_blank_lines = 0
+
+    @classmethod
+    def from_text_file(cls, path: str | os.PathLike) -> DuplicateInputDataset:
+        """One sentence per line (UTF-8). Blank lines are skipped and counted in ``skipped_blank_lines``;
+        a line that is not valid UTF-8 raises a ``ValueError`` naming the line."""
+        sentences, blank = read_sentences(path)
+        dataset = cls(sentences)
+        dataset.skipped_blank_lines = blank
+        return dataset
+
+    @classmethod
+    def from_hf_dataset(cls, dataset: HFDataset, column: str = "text") -> DuplicateInputDataset:
+        """The sentences of one column of a ``datasets.Dataset``."""
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"The dataset has no column {column!r}; its columns are {dataset.column_names}. "
+                "Pass the column that holds the sentences as column=..."
+            )
+        return cls(dataset[column])
+
+
+class TripletDataset(_TextTupleDataset):
+    """Supervised SimCSE data: ``(anchor, positive, hard_negative)`` triplets, e.g. the paper's NLI set of
+    (premise, entailment hypothesis, contradiction hypothesis).
+
+    Args:
+        triplets: ``(anchor, positive, hard_negative)`` text triplets.
+    """
+
+    column_names = ("anchor", "positive", "negative")
+
+    @classmethod
+    def from_nli_csv(cls, path: str | os.PathLike, columns: Sequence[str] = NLI_COLUMNS) -> TripletDataset:
+        """Read the paper's ``nli_for_simcse.csv`` format: a header with ``sent0,sent1,hard_neg`` (premise,
+        entailment, contradiction), one triplet per row. Missing columns or empty cells raise a ``ValueError``
+        naming the file and the line."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"NLI triplet file not found: {path!r}")
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [name for name in columns if name not in (reader.fieldnames or [])]
+            if missing:
+                raise ValueError(
+                    f"{path}: the csv header is {reader.fieldnames}, which lacks the column(s) {missing}. "
+                    f"SimCSE's NLI format needs the header {','.join(columns)} (premise, entailment, contradiction)."
+                )
+            rows = []
+            for row in reader:
+                texts = tuple(row[name] for name in columns)
+                empty = [name for name, text in zip(columns, texts) if text is None or not text.strip()]
+                if empty:
+                    raise ValueError(f"{path}, line {reader.line_num}: empty value in column(s) {empty}.")
+                rows.append(texts)
+        if not rows:
+            raise ValueError(f"{path}: the file has a header but no triplets.")
+        return cls(rows)
+
+
+def read_sentences(path: str | os.PathLike) -> tuple[list[str], int]:
+    """Read one sentence per line from a UTF-8 text file; returns the sentences and the number of blank lines
+    skipped. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for undecodable or empty files."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Training file not found: {path!r}. Pass an existing text file, one sentence per line.")
+    sentences: list[str] = []
+    blank = 0
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(
+                    f"{path}, line {line_number}: not valid UTF-8 ({error.reason} at byte {error.start}). "
+                    "Re-encode the file as UTF-8, e.g. with `iconv -f latin1 -t utf-8`."
+                ) from None
+            line = line.strip()
+            if line:
+                sentences.append(line)
+            else:
+                blank += 1
+    if not sentences:
+        raise ValueError(f"{path} holds no sentences ({blank} blank lines): it needs one sentence per line.")
+    if blank:
+        logger.info(f"{path}: skipped {blank} blank lines, read {len(sentences)} sentences.")
+    return sentences, blank
+
+
+# The paper's training files, published with its code on the Hugging Face hub.
+SIMCSE_HUB_REPO = "princeton-nlp/datasets-for-simcse"
+SIMCSE_HUB_FILES = ("wiki1m_for_simcse.txt", "nli_for_simcse.csv")
+
+
+def resolve_training_file(name_or_path: str | os.PathLike) -> str:
+    """A local path as it is; one of the paper's file names (``SIMCSE_HUB_FILES``) downloaded from the hub.
+    Raises ``FileNotFoundError`` saying what to pass when neither works."""
+    path = os.fspath(name_or_path)
+    if os.path.isfile(path):
+        return path
+    if os.path.basename(path) in SIMCSE_HUB_FILES and not os.path.dirname(path):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            return hf_hub_download(SIMCSE_HUB_REPO, path, repo_type="dataset")
+        except Exception as error:
+            raise FileNotFoundError(
+                f"{path!r} is not a local file and could not be downloaded from the hub dataset {SIMCSE_HUB_REPO} "
+                f"({type(error).__name__}). Pass --train-file with a local copy, or --quick for the offline testbed."
+            ) from error
+    raise FileNotFoundError(f"Training file not found: {path!r}. Pass --train-file with an existing file.")

@@ -1,0 +1,387 @@
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
+from sentence_transformers.base.losses.merged_forward import embed_columns, merge_feature_batches
+from sentence_transformers.sentence_transformer.model import SentenceTransformer
+from sentence_transformers.util import all_gather_with_grad, get_rank
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+SIMCSE_CITATION = """
+@inproceedings{gao2021simcse,
+    title={{SimCSE}: Simple Contrastive Learning of Sentence Embeddings},
+    author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
+    booktitle={Empirical Methods in Natural Language Processing (EMNLP)},
+    year={2021}
+}
+"""
+
+
+class MLPHead(nn.Module):
+    """The paper's MLP over the pooled [CLS] embedding: ``tanh(W h + b)``, initialised like BERT's own
+    layers (normal with std ``initializer_range``, zero bias) as the reference code does."""
+
+    def __init__(self, dimension: int, initializer_range: float = 0.02) -> None:
+        super().__init__()
+        self.dense = nn.Linear(dimension, dimension)
+        self.activation = nn.Tanh()
+        nn.init.normal_(self.dense.weight, mean=0.0, std=initializer_range)
+        nn.init.zeros_(self.dense.bias)
+
+    def forward(self, embeddings: Tensor) -> Tensor:
+        return self.activation(self.dense(embeddings))
+
+
+def dropout_probabilities(model: nn.Module) -> list[float]:
+    """The probability of every dropout layer in ``model`` (BERT-style encoders apply all their
+    dropout, attention dropout included, through ``nn.Dropout`` modules)."""
+    return [module.p for module in model.modules() if isinstance(module, nn.modules.dropout._DropoutNd)]
+
+
+def _check_columns(sentence_features: list[dict[str, Tensor]]) -> None:
+    if len(sentence_features) < 2:
+        raise ValueError(
+            f"SimCSELoss needs at least 2 input columns, (anchor, positive) or (anchor, positive, hard_negative), "
+            f"but got {len(sentence_features)}. For unsupervised SimCSE, duplicate every sentence into an "
+            "(anchor, positive) pair, e.g. with st_simcse.DuplicateInputDataset."
+        )
+    sizes = [next(iter(features.values())).shape[0] for features in sentence_features]
+    if len(set(sizes)) != 1:
+        raise ValueError(
+            f"All SimCSELoss input columns must hold the same number of texts, got column sizes {sizes}. "
+            "Every anchor needs exactly one positive (and one hard negative per negative column): drop or fill "
+            "the rows with missing values before training."
+        )
+
+
+class SimCSELoss(nn.Module):
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        temperature: float = 0.05,
+        hard_negative_weight: float = 0.0,
+        mlp_head: bool = False,
+        gather_across_devices: bool = False,
+    ) -> None:
+        """
+        SimCSE: the contrastive loss of Gao, Yao & Chen (2021). For every anchor ``h_i`` in a batch of ``N``,
+        its positive ``h_i+`` must be more similar than the positives of all other anchors (in-batch
+        negatives) and, when a third column is given, than every hard negative ``h_j-`` in the batch:
+
+        ``loss_i = -log( e^{sim(h_i, h_i+)/τ} / Σ_j ( e^{sim(h_i, h_j+)/τ} + α^{1[i=j]} e^{sim(h_i, h_j-)/τ} ) )``
+
+        with ``sim`` the cosine similarity and ``τ`` the temperature (paper eq. 1 for pairs, eq. 5 with the
+        weight ``α`` of its Table D.1 for triplets). The loss is the mean of ``loss_i`` over the batch.
+
+        Unsupervised SimCSE is the pair case in which anchor and positive are the *same* sentence: the two
+        copies pass through the encoder with different dropout masks, and dropout alone makes the positive
+        pair. So all columns are embedded in ONE merged forward pass (rows ``[anchors; positives;
+        negatives]``), exactly like the paper's code, which flattens ``(batch, 2, length)`` into one batch:
+        every row draws its own dropout mask within a single encoder call. This is also faster than one
+        forward per column.
+
+        Args:
+            model: SentenceTransformer model. Dropout must be active (the default for BERT-like models) for
+                unsupervised SimCSE; a model without dropout gets a warning, as the two views would be identical.
+            temperature: The temperature ``τ`` dividing the cosine similarities (the paper uses 0.05).
+                ``scale = 1 / temperature`` in the terms of :class:`MultipleNegativesRankingLoss`.
+            hard_negative_weight: The paper's ``α``, given as a **log-weight**, exactly as the reference code
+                applies it: this constant is *added to the logit* ``sim(h_i, h_i-)/τ`` of each anchor's OWN hard
+                negative only; the hard negatives of other anchors are untouched. ``0.0`` (the default and the
+                paper's best setting) therefore means ``α = 1``, i.e. no reweighting; ``math.log(2)`` means
+                ``α = 2``. It has no effect without a hard-negative column.
+            mlp_head: If True, add the paper's training-only MLP (``Linear(d, d)`` + ``tanh``) over the pooled
+                embedding, as used for unsupervised SimCSE with [CLS] pooling. The head belongs to this loss: it
+                is trained with the model (its parameters are picked up by ``model.fit`` and by
+                :class:`SentenceTransformerTrainer`), but it is not part of ``model``, so evaluation and the
+                saved model use the embedding *without* it (the paper's ``cls_before_pooler``). For supervised
+                SimCSE, where the paper keeps the MLP at test time, build the model with
+                :func:`st_simcse.build_model` and ``mlp_in_model=True`` instead.
+            gather_across_devices: If True, gather the positives and hard negatives of all devices (with
+                gradients) before computing the loss, so every anchor sees ``world_size * N`` positives and
+                as many hard negatives per column. Recommended for multi-GPU training.
+
+        References:
+            - SimCSE: Simple Contrastive Learning of Sentence Embeddings: https://arxiv.org/abs/2104.08821
+            - Reference implementation: https://github.com/princeton-nlp/SimCSE
+
+        Requirements:
+            1. (anchor, positive) pairs: unsupervised SimCSE when anchor == positive (see
+               :class:`st_simcse.DuplicateInputDataset`), or supervised positive pairs.
+            2. (anchor, positive, hard_negative) triplets, e.g. NLI (premise, entailment, contradiction).
+            3. Batches of several examples: the other examples of the batch are the negatives.
+
+        Inputs:
+            +---------------------------------------------------+--------+
+            | Inputs                                            | Labels |
+            +===================================================+========+
+            | (sentence, sentence) pairs (unsupervised SimCSE)  | none   |
+            +---------------------------------------------------+--------+
+            | (anchor, positive) pairs                          | none   |
+            +---------------------------------------------------+--------+
+            | (anchor, positive, hard_negative) triplets        | none   |
+            +---------------------------------------------------+--------+
+
+        Relations:
+            - :class:`MultipleNegativesRankingLoss` computes the same objective for pairs without the MLP head
+              and with ``hard_negative_weight=0``, but embeds the anchor column in its own forward pass; this loss
+              merges all columns into one pass, as SimCSE's code does, and adds the head and the ``α`` weight.
+            - :class:`st_simcse.CachedSimCSELoss` gives the same loss and gradients with GradCache, for batch
+              sizes that do not fit in memory.
+
+        Example:
+            ::
+
+                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+                from st_simcse import DuplicateInputDataset, SimCSELoss
+
+                model = SentenceTransformer("bert-base-uncased")
+                train_dataset = DuplicateInputDataset(["A man is playing a guitar.", "A dog runs."]).to_hf_dataset()
+                loss = SimCSELoss(model, temperature=0.05, mlp_head=True)
+
+                trainer = SentenceTransformerTrainer(model=model, train_dataset=train_dataset, loss=loss)
+                trainer.train()
+        """
+        super().__init__()
+        if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+            raise ValueError(
+                f"temperature must be a positive finite number, got {temperature!r}. The paper uses 0.05; "
+                "the logits are cos_sim / temperature."
+            )
+        if not (isinstance(hard_negative_weight, (int, float)) and math.isfinite(hard_negative_weight)):
+            raise ValueError(
+                f"hard_negative_weight must be a finite number, got {hard_negative_weight!r}. It is the paper's "
+                "alpha as a log-weight added to each anchor's own hard-negative logit: 0.0 means alpha = 1 "
+                "(no reweighting), math.log(alpha) gives any other alpha > 0."
+            )
+        self.model = model
+        self.temperature = float(temperature)
+        self.hard_negative_weight = float(hard_negative_weight)
+        self.gather_across_devices = gather_across_devices
+        self.mlp = None
+        if mlp_head:
+            dimension = model.get_embedding_dimension()
+            if dimension is None:
+                raise ValueError("mlp_head=True needs a model with a known embedding dimension.")
+            self.mlp = MLPHead(dimension, _initializer_range(model))
+        self._checked_dropout = False
+
+    @property
+    def mlp_head(self) -> bool:
+        return self.mlp is not None
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        sentence_features = list(sentence_features)
+        _check_columns(sentence_features)
+        self._warn_if_views_identical(sentence_features)
+        # separate_first=False: every column (the anchor too) goes into one merged forward pass.
+        embeddings = embed_columns(self.model, sentence_features, separate_first=False)
+        return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
+        if len(embeddings) < 2:
+            raise ValueError(f"SimCSELoss needs at least 2 embedding columns, got {len(embeddings)}.")
+        # Similarities in float32: under fp16 autocast, cos/τ with τ = 0.05 loses precision in the softmax.
+        embeddings = [embedding.float() for embedding in embeddings]
+        if self.mlp is not None:
+            embeddings = [self.mlp(embedding) for embedding in embeddings]
+        anchors, candidates = embeddings[0], embeddings[1:]
+        batch_size = anchors.size(0)
+        offset = 0
+        if self.gather_across_devices:
+            # This device's anchors against every device's candidates; gradients flow back to their owners.
+            candidates = [all_gather_with_grad(candidate) for candidate in candidates]
+            offset = get_rank() * batch_size
+        world_batch_size = candidates[0].size(0)
+
+        logits = F.normalize(anchors, dim=-1) @ F.normalize(torch.cat(candidates), dim=-1).T / self.temperature
+        rows = torch.arange(batch_size, device=logits.device)
+        targets = rows + offset
+        if self.hard_negative_weight != 0.0 and len(candidates) > 1:
+            # The log-weight goes on each anchor's own hard negative only (column block k >= 1, same row index).
+            own_negatives = torch.cat(
+                [targets + block * world_batch_size for block in range(1, len(candidates))]
+            ).to(logits.device)
+            logits = logits.index_put(
+                (rows.repeat(len(candidates) - 1), own_negatives),
+                torch.tensor(self.hard_negative_weight, dtype=logits.dtype, device=logits.device),
+                accumulate=True,
+            )
+        return F.cross_entropy(logits, targets)
+
+    def _warn_if_views_identical(self, sentence_features: list[dict[str, Tensor]]) -> None:
+        if self._checked_dropout or not self.model.training:
+            return
+        self._checked_dropout = True
+        first, second = sentence_features[0].get("input_ids"), sentence_features[1].get("input_ids")
+        same_text = first is not None and second is not None and first.shape == second.shape
+        if same_text and torch.equal(first, second) and not any(p > 0 for p in dropout_probabilities(self.model)):
+            logger.warning(
+                "SimCSELoss: anchors and positives are the same sentences but every dropout probability of the "
+                "model is 0, so both views get identical embeddings and the loss cannot learn anything useful "
+                "(the paper's 'no dropout' row in Table 3 collapses). Keep the encoder's dropout (0.1 for BERT), "
+                "e.g. with st_simcse.set_dropout(model, 0.1)."
+            )
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "hard_negative_weight": self.hard_negative_weight,
+            "mlp_head": self.mlp_head,
+            "gather_across_devices": self.gather_across_devices,
+        }
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / self.temperature
+
+    @property
+    def citation(self) -> str:
+        return SIMCSE_CITATION
+
+
+def _initializer_range(model: nn.Module) -> float:
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        value = getattr(config, "initializer_range", None)
+        if isinstance(value, float):
+            return value
+    return 0.02
+
+
+class CachedSimCSELoss(CachedLossMixin, nn.Module):
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        temperature: float = 0.05,
+        hard_negative_weight: float = 0.0,
+        mlp_head: bool = False,
+        gather_across_devices: bool = False,
+        mini_batch_size: int = 64,
+        show_progress_bar: bool = False,
+    ) -> None:
+        """
+        :class:`SimCSELoss` with GradCache (Gao et al. 2021b): any batch size within the activation memory of
+        one mini-batch. All columns are merged into one batch of rows (as :class:`SimCSELoss` does), then:
+
+            (1) the rows are embedded mini-batch by mini-batch without gradients, saving each mini-batch's RNG
+                state;
+            (2) the SimCSE loss is computed on the full batch of embeddings and back-propagated to them;
+            (3) every mini-batch is embedded again with gradients, *replaying the saved RNG state* so dropout
+                draws the same masks as in (1), and the cached embedding gradients are pushed through it.
+
+        The loss and the gradients therefore equal :class:`SimCSELoss` computed on the same dropout draws; with
+        ``mini_batch_size`` at least the number of rows (``columns * batch_size``) the single mini-batch is exactly
+        :class:`SimCSELoss`'s merged forward pass.
+
+        Args:
+            model: SentenceTransformer model.
+            temperature: See :class:`SimCSELoss`.
+            hard_negative_weight: See :class:`SimCSELoss` (a log-weight on each anchor's own hard negative).
+            mlp_head: See :class:`SimCSELoss` (training-only MLP owned by the loss).
+            gather_across_devices: See :class:`SimCSELoss`.
+            mini_batch_size: Rows per forward pass: this bounds the activation memory. Larger is faster.
+            show_progress_bar: Show a progress bar over the mini-batches.
+
+        References:
+            - SimCSE: https://arxiv.org/abs/2104.08821
+            - Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup (GradCache):
+              https://arxiv.org/abs/2101.06983
+
+        Requirements:
+            1. (anchor, positive) pairs or (anchor, positive, hard_negative) triplets, as :class:`SimCSELoss`.
+            2. Large batches with a small ``mini_batch_size``; each step costs about one extra forward pass.
+
+        Inputs:
+            +---------------------------------------------------+--------+
+            | Inputs                                            | Labels |
+            +===================================================+========+
+            | (sentence, sentence) pairs (unsupervised SimCSE)  | none   |
+            +---------------------------------------------------+--------+
+            | (anchor, positive, hard_negative) triplets        | none   |
+            +---------------------------------------------------+--------+
+
+        Relations:
+            - Equal to :class:`SimCSELoss` (same loss and gradients), trading about one extra forward pass per
+              step for memory that does not grow with the batch.
+            - The SimCSE counterpart of :class:`CachedMultipleNegativesRankingLoss`.
+
+        Example:
+            ::
+
+                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+                from st_simcse import CachedSimCSELoss, DuplicateInputDataset
+
+                model = SentenceTransformer("bert-base-uncased")
+                train_dataset = DuplicateInputDataset.from_text_file("wiki1m_for_simcse.txt").to_hf_dataset()
+                loss = CachedSimCSELoss(model, mlp_head=True, mini_batch_size=64)
+                # per_device_train_batch_size=1024 now fits where SimCSELoss would run out of memory
+        """
+        super().__init__()
+        if has_static_embedding_input(model):
+            raise ValueError(
+                "CachedSimCSELoss cannot split a StaticEmbedding model's inputs into mini-batches; "
+                "use SimCSELoss instead."
+            )
+        if not (isinstance(mini_batch_size, int) and mini_batch_size > 0):
+            raise ValueError(f"mini_batch_size must be a positive integer, got {mini_batch_size!r}.")
+        self.model = model
+        # The wrapped loss validates and owns the hyperparameters (and the MLP head's parameters).
+        self.loss = SimCSELoss(
+            model,
+            temperature=temperature,
+            hard_negative_weight=hard_negative_weight,
+            mlp_head=mlp_head,
+            gather_across_devices=gather_across_devices,
+        )
+        self.mini_batch_size = mini_batch_size
+        self.show_progress_bar = show_progress_bar
+        self._num_columns = 0
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        sentence_features = list(sentence_features)
+        _check_columns(sentence_features)
+        self.loss._warn_if_views_identical(sentence_features)
+        merged = merge_feature_batches(sentence_features)
+        self._num_columns = len(sentence_features)
+        # Columns that cannot merge are cached one by one; calculate_loss splits a merged column back apart.
+        return self.forward_cached([merged] if merged is not None else sentence_features, labels)
+
+    def calculate_loss(
+        self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
+    ) -> Tensor:
+        columns = [torch.cat(column) for column in reps]
+        if len(columns) == 1:
+            columns = list(columns[0].chunk(self._num_columns))
+        loss = self.loss.compute_loss_from_embeddings(columns, labels)
+        if with_backward:
+            loss.backward()
+            loss = loss.detach()
+        return loss
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**self.loss.get_config_dict(), "mini_batch_size": self.mini_batch_size}
+
+    @property
+    def temperature(self) -> float:
+        return self.loss.temperature
+
+    @property
+    def hard_negative_weight(self) -> float:
+        return self.loss.hard_negative_weight
+
+    @property
+    def mlp(self) -> MLPHead | None:
+        return self.loss.mlp
+
+    @property
+    def citation(self) -> str:
+        return SIMCSE_CITATION
