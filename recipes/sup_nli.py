@@ -17,7 +17,14 @@ import sys
 import torch
 
 from st_simcse import SimCSELoss, TripletDataset, build_model, resolve_training_file
-from st_simcse.cli import TESTBED_MODEL, TESTBED_SENTEVAL, SHARED, add_common_arguments, parse_recipe_arguments, training_run
+from st_simcse.cli import (
+    SHARED,
+    TESTBED_MODEL,
+    TESTBED_SENTEVAL,
+    add_common_arguments,
+    parse_recipe_arguments,
+    training_run,
+)
 from st_simcse.training import train_and_evaluate
 
 # The paper's supervised BERT-base setting (its Appendix A and run_sup_example.sh).

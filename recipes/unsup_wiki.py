@@ -16,7 +16,14 @@ import sys
 import torch
 
 from st_simcse import DuplicateInputDataset, SimCSELoss, build_model, resolve_training_file
-from st_simcse.cli import TESTBED_MODEL, TESTBED_SENTEVAL, SHARED, add_common_arguments, parse_recipe_arguments, training_run
+from st_simcse.cli import (
+    SHARED,
+    TESTBED_MODEL,
+    TESTBED_SENTEVAL,
+    add_common_arguments,
+    parse_recipe_arguments,
+    training_run,
+)
 from st_simcse.training import train_and_evaluate
 
 # The paper's unsupervised BERT-base setting (its Appendix A and run_unsup_example.sh). Not set here, because they

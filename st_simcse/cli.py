@@ -20,14 +20,26 @@ def add_common_arguments(parser: argparse.ArgumentParser, paper: dict[str, Any])
     """Options of both recipes; ``paper`` holds the paper's values, which are the defaults."""
     add = parser.add_argument
     add("--model", default=paper["model"], help=f"hub name or local path of the encoder (paper: {paper['model']})")
-    add("--train-file", default=paper["train_file"], help=f"training file (paper: {paper['train_file']}, from the hub)")
+    add(
+        "--train-file", default=paper["train_file"], help=f"training file (paper: {paper['train_file']}, from the hub)"
+    )
     add(
         "--senteval-dir",
         default=None,
         help="SentEval data/downstream folder for STS-B dev and the 7 STS test tasks (default: public hub copies)",
     )
-    add("--batch-size", type=int, default=paper["batch_size"], help=f"training batch size (paper: {paper['batch_size']})")
-    add("--lr", type=float, default=paper["lr"], help=f"peak learning rate, linear decay, no warmup (paper: {paper['lr']})")
+    add(
+        "--batch-size",
+        type=int,
+        default=paper["batch_size"],
+        help=f"training batch size (paper: {paper['batch_size']})",
+    )
+    add(
+        "--lr",
+        type=float,
+        default=paper["lr"],
+        help=f"peak learning rate, linear decay, no warmup (paper: {paper['lr']})",
+    )
     add("--epochs", type=int, default=paper["epochs"], help=f"training epochs (paper: {paper['epochs']})")
     add("--max-steps", type=int, default=None, help="stop after this many steps, overriding --epochs (paper: unset)")
     add(
@@ -40,7 +52,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, paper: dict[str, Any])
     add("--pooling", choices=POOLING_MODES, default="cls", help="pooling of the encoder's tokens (paper: cls)")
     add("--no-mlp", action="store_true", help=f"train without the MLP over [CLS] (paper: {paper['mlp']})")
     add("--dropout", type=float, default=0.1, help="dropout of every encoder layer (paper: 0.1, BERT's default)")
-    add("--eval-steps", type=int, default=125, help="evaluate STS-B dev and keep the best checkpoint every N steps (paper: 125)")
+    add(
+        "--eval-steps",
+        type=int,
+        default=125,
+        help="evaluate STS-B dev and keep the best checkpoint every N steps (paper: 125)",
+    )
     add("--eval-batch-size", type=int, default=128, help="batch size for encoding during evaluation")
     add("--output-dir", default=paper["output_dir"], help="where the model, metrics.json, plots and checkpoints go")
     add("--seed", type=int, default=42, help="seed of model/head initialisation and of the data order (paper: 42)")

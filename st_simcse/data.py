@@ -134,7 +134,9 @@ def read_sentences(path: str | os.PathLike) -> tuple[list[str], int]:
     skipped. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for undecodable or empty files."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Training file not found: {path!r}. Pass an existing text file, one sentence per line.")
+        raise FileNotFoundError(
+            f"Training file not found: {path!r}. Pass an existing text file, one sentence per line."
+        )
     sentences: list[str] = []
     blank = 0
     with open(path, "rb") as handle:

@@ -377,6 +377,9 @@ def sts_evaluator(
     evaluators: list[BaseEvaluator] = [STSTaskEvaluator(task, cache, batch_size=batch_size) for task in data]
     if alignment_uniformity_task is not None:
         by_name = {task.name: task for task in data}
-        task = by_name.get(alignment_uniformity_task) or load_sts_tasks(senteval_dir, split, [alignment_uniformity_task])[0]
+        task = (
+            by_name.get(alignment_uniformity_task)
+            or load_sts_tasks(senteval_dir, split, [alignment_uniformity_task])[0]
+        )
         evaluators.append(AlignmentUniformityEvaluator(task, cache=cache))
     return STSSuiteEvaluator(evaluators, name=name or f"sts_{split}")

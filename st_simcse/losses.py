@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
 from sentence_transformers.base.losses.merged_forward import embed_columns, merge_feature_batches
@@ -173,6 +174,7 @@ class SimCSELoss(nn.Module):
                 raise ValueError("mlp_head=True needs a model with a known embedding dimension.")
             self.mlp = MLPHead(dimension, _initializer_range(model))
         self._checked_dropout = False
+        self._head_hooks: list = []
 
     @property
     def mlp_head(self) -> bool:
@@ -189,9 +191,8 @@ class SimCSELoss(nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         if len(embeddings) < 2:
             raise ValueError(f"SimCSELoss needs at least 2 embedding columns, got {len(embeddings)}.")
-        # Similarities in float32: under fp16 autocast, cos/τ with τ = 0.05 loses precision in the softmax.
-        embeddings = [embedding.float() for embedding in embeddings]
         if self.mlp is not None:
+            self._average_head_gradients_across_devices()
             embeddings = [self.mlp(embedding) for embedding in embeddings]
         anchors, candidates = embeddings[0], embeddings[1:]
         batch_size = anchors.size(0)
@@ -202,20 +203,38 @@ class SimCSELoss(nn.Module):
             offset = get_rank() * batch_size
         world_batch_size = candidates[0].size(0)
 
-        logits = F.normalize(anchors, dim=-1) @ F.normalize(torch.cat(candidates), dim=-1).T / self.temperature
-        rows = torch.arange(batch_size, device=logits.device)
-        targets = rows + offset
-        if self.hard_negative_weight != 0.0 and len(candidates) > 1:
-            # The log-weight goes on each anchor's own hard negative only (column block k >= 1, same row index).
-            own_negatives = torch.cat(
-                [targets + block * world_batch_size for block in range(1, len(candidates))]
-            ).to(logits.device)
-            logits = logits.index_put(
-                (rows.repeat(len(candidates) - 1), own_negatives),
-                torch.tensor(self.hard_negative_weight, dtype=logits.dtype, device=logits.device),
-                accumulate=True,
-            )
-        return F.cross_entropy(logits, targets)
+        # Similarities in at least float32, also under autocast: in half precision cos/τ with τ = 0.05 would lose
+        # most of the softmax's resolution.
+        with torch.autocast(device_type=anchors.device.type, enabled=False):
+            anchors, candidates = _at_least_float32(anchors), _at_least_float32(torch.cat(candidates))
+            logits = F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T / self.temperature
+            rows = torch.arange(batch_size, device=logits.device)
+            targets = rows + offset
+            num_negative_columns = len(embeddings) - 2
+            if self.hard_negative_weight != 0.0 and num_negative_columns > 0:
+                # The log-weight goes on each anchor's own hard negative only: row i, column i of every
+                # hard-negative block (block k >= 1 of world_batch_size columns).
+                own_negatives = torch.cat([targets + k * world_batch_size for k in range(1, num_negative_columns + 1)])
+                logits = logits.index_put(
+                    (rows.repeat(num_negative_columns), own_negatives),
+                    torch.tensor(self.hard_negative_weight, dtype=logits.dtype, device=logits.device),
+                    accumulate=True,
+                )
+            return F.cross_entropy(logits, targets)
+
+    def _average_head_gradients_across_devices(self) -> None:
+        # DDP wraps only the model, so it would leave the head's gradients rank-local and the heads would drift
+        # apart; average them across ranks exactly as DDP does for the encoder.
+        if self._head_hooks or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        world_size = dist.get_world_size()
+
+        def average(gradient: Tensor) -> Tensor:
+            gradient = gradient.clone()
+            dist.all_reduce(gradient)
+            return gradient / world_size
+
+        self._head_hooks = [parameter.register_hook(average) for parameter in self.mlp.parameters()]
 
     def _warn_if_views_identical(self, sentence_features: list[dict[str, Tensor]]) -> None:
         if self._checked_dropout or not self.model.training:
@@ -246,6 +265,10 @@ class SimCSELoss(nn.Module):
     @property
     def citation(self) -> str:
         return SIMCSE_CITATION
+
+
+def _at_least_float32(tensor: Tensor) -> Tensor:
+    return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
 def _initializer_range(model: nn.Module) -> float:

@@ -10,7 +10,9 @@ matplotlib.use("Agg")  # files only: recipes run on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_dev_curve(steps: Sequence[int], scores: Sequence[float], path: str, label: str = "STS-B dev Spearman") -> None:
+def plot_dev_curve(
+    steps: Sequence[int], scores: Sequence[float], path: str, label: str = "STS-B dev Spearman"
+) -> None:
     """Dev Spearman (x 100) against training steps, the best point marked."""
     figure, axes = plt.subplots(figsize=(6, 4))
     values = [100 * score for score in scores]

@@ -17,7 +17,7 @@ from sentence_transformers import SentenceTransformer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from st_simcse.evaluation import STSSuiteEvaluator, check_senteval_dir, sts_evaluator
+from st_simcse.evaluation import check_senteval_dir, sts_evaluator
 from st_simcse.models import whole_sentences
 from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
 
@@ -54,7 +54,9 @@ class TrainingRun:
     def check_before_loading(self) -> None:
         """Everything that can fail without a model, so it fails before any time is spent loading or training."""
         if self.batch_size < 2:
-            raise ValueError(f"--batch-size must be at least 2 (the other examples are the negatives), got {self.batch_size}.")
+            raise ValueError(
+                f"--batch-size must be at least 2 (the other examples are the negatives), got {self.batch_size}."
+            )
         if self.eval_steps < 1:
             raise ValueError(f"--eval-steps must be positive, got {self.eval_steps}.")
         if self.max_steps is not None and self.max_steps < 1:
@@ -92,7 +94,9 @@ def _head_path(checkpoint_dir: str, step: int) -> str:
     return os.path.join(checkpoint_dir, f"loss_head-{step}.pt")
 
 
-def train_and_evaluate(model: SentenceTransformer, loss: nn.Module, dataset: Dataset, run: TrainingRun) -> dict[str, Any]:
+def train_and_evaluate(
+    model: SentenceTransformer, loss: nn.Module, dataset: Dataset, run: TrainingRun
+) -> dict[str, Any]:
     """Train ``model`` with ``loss`` on ``dataset`` through ``model.fit``, evaluating STS-B dev (plus
     alignment/uniformity) every ``run.eval_steps``; keep the best dev checkpoint, evaluate it on the 7 STS test
     tasks with whole sentences, and write to ``run.output_dir``:
@@ -181,7 +185,11 @@ def train_and_evaluate(model: SentenceTransformer, loss: nn.Module, dataset: Dat
         best_model.save(run.output_dir)
     started = time.perf_counter()
     test_evaluator = sts_evaluator(
-        run.senteval_dir, "test", batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B", show_progress_bar=True
+        run.senteval_dir,
+        "test",
+        batch_size=run.eval_batch_size,
+        alignment_uniformity_task="STS-B",
+        show_progress_bar=True,
     )
     test_results = test_evaluator(best_model)
     eval_seconds = time.perf_counter() - started
@@ -189,7 +197,11 @@ def train_and_evaluate(model: SentenceTransformer, loss: nn.Module, dataset: Dat
     test_alignment = test_evaluator.evaluators[-1].history[-1]
 
     history = dev_evaluator.history
-    plot_dev_curve([entry["steps"] for entry in history], [entry["sts_dev_avg"] for entry in history], os.path.join(run.output_dir, DEV_CURVE_PNG))
+    plot_dev_curve(
+        [entry["steps"] for entry in history],
+        [entry["sts_dev_avg"] for entry in history],
+        os.path.join(run.output_dir, DEV_CURVE_PNG),
+    )
     plot_alignment_uniformity(alignment_evaluator.history, os.path.join(run.output_dir, ALIGN_UNIFORM_PNG))
     metrics = {
         "arguments": run.arguments,

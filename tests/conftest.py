@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SPLADE_TINY = SHARED / "models" / "splade-tiny"
+SENTEVAL = SHARED / "data" / "senteval"
+TRAIN_40K = SHARED / "data" / "unsup" / "train_40k.txt"
+NLI_TRIPLETS = SHARED / "data" / "nli" / "snli_triplets.csv"
+
+WORDS = (
+    "a the man woman dog cat is are plays playing guitar piano runs running sits on in park street red blue big small "
+    "car drives eats food child children two three people walk walking water beach sun bright dark house"
+).split()
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared offline testbed beside the checkout), which is absent here")
+    return path
+
+
+@pytest.fixture(scope="session")
+def splade_tiny() -> str:
+    return str(_require(SPLADE_TINY))
+
+
+@pytest.fixture(scope="session")
+def senteval_dir() -> str:
+    return str(_require(SENTEVAL))
+
+
+@pytest.fixture(scope="session")
+def train_40k() -> str:
+    return str(_require(TRAIN_40K))
+
+
+@pytest.fixture(scope="session")
+def nli_triplets() -> str:
+    return str(_require(NLI_TRIPLETS))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer BERT (hidden 32) with a small WordPiece vocabulary, saved to a temp dir."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
+    vocab += list("abcdefghijklmnopqrstuvwxyz.,")
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, model_max_length=64)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def tiny_model(tiny_bert_dir):
+    from st_simcse import build_model
+
+    torch.manual_seed(0)
+    return build_model(tiny_bert_dir, pooling="cls", max_seq_length=32)
+
+
+def sentences(count: int, seed: int = 0) -> list[str]:
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        length = int(torch.randint(3, 9, (1,), generator=generator))
+        out.append(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (length,), generator=generator)))
+    return out
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

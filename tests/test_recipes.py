@@ -1,0 +1,145 @@
+"""The recipes end to end on the offline testbed (a few dozen steps), resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO
+from sentence_transformers import SentenceTransformer
+
+OUTPUTS = ("metrics.json", "dev_curve.png", "align_uniform.png", "dev_history.json", "modules.json")
+
+
+def run_recipe(recipe: str, *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(REPO / "recipes" / recipe), *arguments]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_complete_run(output_dir, built_in_only=True):
+    for name in OUTPUTS:
+        assert (output_dir / name).is_file(), f"missing {name}"
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"STS12", "STS13", "STS14", "STS15", "STS16", "STS-B", "SICK-R", "Avg."}
+    modules = json.loads((output_dir / "modules.json").read_text())
+    assert all(module["type"].startswith("sentence_transformers.") for module in modules)
+    model = SentenceTransformer(str(output_dir))  # plain loading: no trust_remote_code, built-in modules only
+    assert model.max_seq_length == 512  # whole sentences, not the training length of 32
+    assert model.encode(["a man plays a guitar", "a dog runs"]).shape[0] == 2
+    return metrics, model
+
+
+@pytest.mark.slow
+def test_unsup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, train_40k):
+    out = tmp_path / "unsup"
+    result = run_recipe(
+        "unsup_wiki.py", "--quick", "--max-steps", "30", "--eval-steps", "10", "--output-dir", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics, model = assert_complete_run(out)
+    assert [entry["steps"] for entry in metrics["dev_history"]][:3] == [10, 20, 30]
+    assert metrics["arguments"]["lr"] == 3e-4 and metrics["arguments"]["model"] == splade_tiny
+    assert len(model) == 2  # Transformer + Pooling: the training-only MLP head is not in the saved model
+    assert "Avg." in result.stdout
+
+
+@pytest.mark.slow
+def test_sup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, nli_triplets):
+    out = tmp_path / "sup"
+    result = run_recipe("sup_nli.py", "--quick", "--max-steps", "20", "--eval-steps", "10", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics, model = assert_complete_run(out)
+    assert len(model) == 3 and type(model[2]).__name__ == "Dense"  # the MLP is kept at test time
+
+
+@pytest.mark.slow
+def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
+    out = tmp_path / "resume"
+    arguments = ["--quick", "--max-steps", "60", "--eval-steps", "10", "--batch-size", "16", "--output-dir", str(out)]
+    command = [sys.executable, str(REPO / "recipes" / "unsup_wiki.py"), *arguments]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first_checkpoint = out / "checkpoints" / "checkpoint-10" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not first_checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # let the checkpoint finish writing its files
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first_checkpoint.exists(), "the run never reached its first checkpoint"
+    assert not (out / "metrics.json").exists(), "the run finished before it was killed; the test proves nothing"
+    killed_at = max(
+        int(name.split("-")[1]) for name in os.listdir(out / "checkpoints") if name.startswith("checkpoint-")
+    )
+
+    # Without --resume, the started run is protected.
+    refused = run_recipe("unsup_wiki.py", *arguments)
+    assert refused.returncode != 0 and "Pass --resume" in refused.stderr
+
+    resumed = run_recipe("unsup_wiki.py", *arguments, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {out / 'checkpoints'}/checkpoint-{killed_at}" in resumed.stderr
+    metrics, _ = assert_complete_run(out)
+    assert metrics["resumed_from_step"] == killed_at
+    steps = [entry["steps"] for entry in metrics["dev_history"]]
+    assert steps[0] == 10 and steps[-1] == 60 and sorted(set(steps)) == list(range(10, 61, 10))
+    state = json.loads((out / "checkpoints" / "checkpoint-60" / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+
+
+def _fails_before_loading(result: subprocess.CompletedProcess, message: str) -> None:
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr[-2000:]
+    assert "Loading weights" not in result.stderr and "LOAD REPORT" not in result.stderr
+
+
+def test_missing_train_file(tmp_path, senteval_dir):
+    result = run_recipe(
+        "unsup_wiki.py", "--quick", "--train-file", str(tmp_path / "nope.txt"), "--output-dir", str(tmp_path / "o")
+    )
+    _fails_before_loading(result, "Training file not found")
+
+
+def test_empty_train_file(tmp_path, senteval_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    result = run_recipe("unsup_wiki.py", "--quick", "--train-file", str(empty), "--output-dir", str(tmp_path / "o"))
+    _fails_before_loading(result, "holds no sentences")
+
+
+def test_csv_without_columns(tmp_path, senteval_dir):
+    bad = tmp_path / "nli.csv"
+    bad.write_text("premise,hypothesis,label\na,b,entailment\n")
+    result = run_recipe("sup_nli.py", "--quick", "--train-file", str(bad), "--output-dir", str(tmp_path / "o"))
+    _fails_before_loading(result, "lacks the column(s) ['sent0', 'sent1', 'hard_neg']")
+
+
+def test_senteval_dir_without_tasks(tmp_path, train_40k):
+    (tmp_path / "senteval" / "STS").mkdir(parents=True)
+    result = run_recipe(
+        "unsup_wiki.py", "--quick", "--senteval-dir", str(tmp_path / "senteval"), "--output-dir", str(tmp_path / "o")
+    )
+    _fails_before_loading(result, "Missing task folder")
+
+
+def test_help_explains_paper_values():
+    result = run_recipe("unsup_wiki.py", "--help")
+    assert result.returncode == 0
+    text_of_help = " ".join(result.stdout.split())  # argparse wraps lines
+    for text in (
+        "--temperature",
+        "paper: 0.05",
+        "--batch-size",
+        "paper: 64",
+        "paper: 3e-05",
+        "--resume",
+        "--quick",
+        "--dropout",
+    ):
+        assert text in text_of_help
+    result = run_recipe("sup_nli.py", "--help")
+    assert "paper: 512" in result.stdout and "--hard-negative-weight" in result.stdout

@@ -1,0 +1,98 @@
+"""SimCSELoss in real training on the testbed encoder: model.fit and SentenceTransformerTrainer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from torch.utils.data import DataLoader
+
+from st_simcse import DuplicateInputDataset, SimCSELoss, build_model, read_sentences
+
+
+def _held_out_loss(loss: SimCSELoss, batch: list[str]) -> float:
+    """The loss on a fixed batch with fixed dropout draws, so before/after values are comparable."""
+    model = loss.model
+    model.train()
+    torch.manual_seed(1234)
+    with torch.no_grad():
+        features = [model.preprocess(batch), model.preprocess(batch)]
+        features = [{k: v.to(model.device) if hasattr(v, "to") else v for k, v in f.items()} for f in features]
+        return loss(features, None).item()
+
+
+@pytest.fixture(scope="module")
+def corpus(train_40k):
+    sentences, _ = read_sentences(train_40k)
+    return sentences[:1600], sentences[-64:]
+
+
+def _assert_trained_and_saved(model, loss, head_before, before, after, tmp_path):
+    assert after < before, f"loss did not fall: {before:.4f} -> {after:.4f}"
+    assert not torch.equal(head_before, loss.mlp.dense.weight.detach()), "the MLP head was not trained"
+    model.save(str(tmp_path / "saved"))
+    modules = json.loads((tmp_path / "saved" / "modules.json").read_text())
+    assert [m["type"] for m in modules] == [
+        "sentence_transformers.base.modules.transformer.Transformer",
+        "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+    ]
+    reloaded = SentenceTransformer(str(tmp_path / "saved"))
+    embeddings = reloaded.encode(["a man plays a guitar", "a dog runs in the park"])
+    assert embeddings.shape == (2, 128)
+    torch.testing.assert_close(
+        torch.from_numpy(embeddings),
+        torch.from_numpy(model.encode(["a man plays a guitar", "a dog runs in the park"])),
+    )
+
+
+@pytest.mark.slow
+def test_model_fit_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
+    train, held_out = corpus
+    torch.manual_seed(0)
+    model = build_model(splade_tiny, pooling="cls", max_seq_length=32)
+    loss = SimCSELoss(model, mlp_head=True)
+    head_before = loss.mlp.dense.weight.detach().clone()
+    before = _held_out_loss(loss, held_out)
+    loader = DataLoader(DuplicateInputDataset(train), batch_size=32, shuffle=True)
+    model.fit(
+        train_objectives=[(loader, loss)],
+        epochs=1,
+        warmup_steps=0,
+        optimizer_params={"lr": 3e-4},
+        weight_decay=0.0,
+        show_progress_bar=False,
+        checkpoint_path=None,
+    )
+    after = _held_out_loss(loss, held_out)
+    _assert_trained_and_saved(model, loss, head_before, before, after, tmp_path)
+
+
+@pytest.mark.slow
+def test_trainer_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
+    train, held_out = corpus
+    torch.manual_seed(0)
+    model = build_model(splade_tiny, pooling="cls", max_seq_length=32)
+    loss = SimCSELoss(model, mlp_head=True)
+    head_before = loss.mlp.dense.weight.detach().clone()
+    before = _held_out_loss(loss, held_out)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "trainer"),
+        per_device_train_batch_size=32,
+        num_train_epochs=1,
+        learning_rate=3e-4,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=DuplicateInputDataset(train).to_hf_dataset(), loss=loss
+    )
+    trainer.train()
+    assert trainer.state.global_step == 50
+    after = _held_out_loss(loss, held_out)
+    _assert_trained_and_saved(model, loss, head_before, before, after, tmp_path)
