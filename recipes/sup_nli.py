@@ -11,6 +11,7 @@ short offline version on a small SNLI triplet set:
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 
@@ -79,7 +80,14 @@ def main(argv: list[str] | None = None) -> dict:
         mlp_in_model=not args.no_mlp,
         dropout=args.dropout,
     )
-    loss = SimCSELoss(model, temperature=args.temperature, hard_negative_weight=args.hard_negative_weight)
+    # Under torchrun every device's anchors also see the other devices' positives and hard negatives.
+    multi_device = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    loss = SimCSELoss(
+        model,
+        temperature=args.temperature,
+        hard_negative_weight=args.hard_negative_weight,
+        gather_across_devices=multi_device,
+    )
 
     # 3. Train, keep the best STS-B dev checkpoint, evaluate it on the 7 STS tasks.
     return train_and_evaluate(model, loss, dataset, run)

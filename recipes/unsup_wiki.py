@@ -10,6 +10,7 @@ paper's BERT-base run; ``--quick`` runs the same pipeline offline on the small t
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 
@@ -65,7 +66,11 @@ def main(argv: list[str] | None = None) -> dict:
     random.seed(args.seed)
     torch.manual_seed(args.seed)
     model = build_model(args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, dropout=args.dropout)
-    loss = SimCSELoss(model, temperature=args.temperature, mlp_head=not args.no_mlp)
+    # Under torchrun every device's anchors also see the other devices' positives (see README, multi-GPU).
+    multi_device = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    loss = SimCSELoss(
+        model, temperature=args.temperature, mlp_head=not args.no_mlp, gather_across_devices=multi_device
+    )
 
     # 3. Train, keep the best STS-B dev checkpoint, evaluate it on the 7 STS tasks.
     return train_and_evaluate(model, loss, dataset, run)

@@ -132,7 +132,12 @@ def train_and_evaluate(
     elif run.resume:
         logger.warning(f"--resume: no checkpoint in {run.checkpoint_dir}, starting from scratch.")
 
+    # Under torchrun every rank trains, but only the first one writes files and evaluates the best model.
+    main_process = int(os.environ.get("RANK", "0")) == 0
+
     def on_evaluation(score: float, epoch: int, steps: int) -> None:
+        if not main_process:
+            return
         head = _loss_state(loss)
         if head:
             torch.save(head, _head_path(run.checkpoint_dir, steps))
@@ -176,6 +181,8 @@ def train_and_evaluate(
         resume_from_checkpoint=run.resume,
     )
     train_seconds = time.perf_counter() - started
+    if not main_process:
+        return {}
     _prune_head_files(run.checkpoint_dir)
 
     if best["step"] is None:
