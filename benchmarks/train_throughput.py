@@ -7,8 +7,10 @@ One unsupervised step = tokenize the batch, embed, loss, backward, AdamW step; s
 sentences and seed for every variant; warm-up steps excluded; the variants are interleaved repeat by repeat and
 the median is reported. Variants:
 
-- ``simcse``: st_simcse.SimCSELoss with the training-only MLP (the recipe's setting): one merged forward pass.
-- ``mnrl``: sentence-transformers' MultipleNegativesRankingLoss on (s, s) pairs, what users would pick instead.
+- ``simcse``: st_simcse.SimCSELoss with the training-only MLP (the recipe's setting), batches made by
+  st_simcse.SimCSEDataCollator (each sentence tokenized once), one merged forward pass.
+- ``mnrl``: sentence-transformers' MultipleNegativesRankingLoss on (s, s) pairs with the Trainer's default
+  collator, what users would pick instead.
 - ``plain``: a plain PyTorch loop with the paper's forward: tokenize once, one encoder pass over the duplicated
   2B batch, [CLS] + MLP, cosine / temperature, cross-entropy. The floor of overhead.
 
@@ -33,27 +35,28 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 from transformers import BertConfig, BertModel
 
-from st_simcse import CachedSimCSELoss, SimCSELoss, build_model, read_sentences, sts_evaluator
+from st_simcse import CachedSimCSELoss, SimCSEDataCollator, SimCSELoss, build_model, read_sentences, sts_evaluator
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VARIANTS = ("simcse", "mnrl", "plain")
 
 
-def make_model(name: str, device: str, scratch: Path):
+def make_model(name: str, device: str, scratch: Path, shared: Path = SHARED):
     """splade-tiny from the shared testbed, or a randomly initialised bert-base-sized BERT (the speed of a step
     does not depend on the weights) with splade-tiny's bert-base-uncased tokenizer."""
     if name == "splade-tiny":
-        path = SHARED / "models" / "splade-tiny"
+        path = shared / "models" / "splade-tiny"
     else:
         path = scratch / "bert-base-random"
         if not (path / "config.json").exists():
             torch.manual_seed(0)
             BertModel(BertConfig()).save_pretrained(path)  # BertConfig() is bert-base: 12 x 768, 110M parameters
             for file in ("tokenizer.json", "tokenizer_config.json"):
-                (path / file).write_bytes((SHARED / "models" / "splade-tiny" / file).read_bytes())
+                (path / file).write_bytes((shared / "models" / "splade-tiny" / file).read_bytes())
     torch.manual_seed(0)
     return build_model(str(path), pooling="cls", max_seq_length=32, device=device)
 
@@ -80,6 +83,8 @@ class Step:
             self.loss = SimCSELoss(model, mlp_head=True).to(device)  # only its MLP head is used
             self.encoder = model[0].auto_model
             self.tokenizer = model.tokenizer
+        collator = SentenceTransformerDataCollator if variant == "mnrl" else SimCSEDataCollator
+        self.collator = collator(preprocess_fn=model.preprocess)
         fused = {"fused": True} if device == "cuda" else {}
         self.optimizer = torch.optim.AdamW(self.loss.parameters(), lr=1e-5, **fused)
 
@@ -93,8 +98,14 @@ class Step:
             if self.variant == "plain":
                 value = self._plain(batch)
             else:
-                # What the Trainer's collator does: each column is tokenized on its own.
-                features = [to_device(self.model.preprocess(batch), self.device) for _ in range(2)]
+                # What the Trainer does: collate the (s, s) rows, then split the batch into one dict per column.
+                collated = self.collator([{"anchor": text, "positive": text} for text in batch])
+                features = [
+                    to_device(
+                        {k[len(column) + 1 :]: v for k, v in collated.items() if k.startswith(column)}, self.device
+                    )
+                    for column in ("anchor", "positive")
+                ]
                 value = self.loss(features, None)
         value.backward()
         self.optimizer.step()
@@ -148,10 +159,10 @@ def rss_mib() -> float:
 
 def cpu_peak_memory_probe(args: argparse.Namespace) -> None:
     """Subprocess body: one warm-up step, then the peak RSS growth of one more step."""
-    scratch = Path(args.scratch)
-    model = make_model(args.probe_model, "cpu", scratch)
+    scratch, shared = Path(args.scratch), Path(args.shared_dir)
+    model = make_model(args.probe_model, "cpu", scratch, shared)
     step = Step(args.probe_variant, model, "cpu", None, mini_batch_size=args.mini_batch_size)
-    batch = load_batch(args.probe_batch_size)
+    batch = load_batch(args.probe_batch_size, shared)
     step(batch[: min(8, len(batch))])  # allocate optimizer state with a small batch
     gc.collect()
     before = rss_mib()
@@ -160,17 +171,20 @@ def cpu_peak_memory_probe(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_mib": peak - before}))
 
 
-def cpu_peak_memory(model_name: str, variant: str, batch_size: int, scratch: Path, mini_batch_size: int = 64) -> float:
+def cpu_peak_memory(
+    model_name: str, variant: str, batch_size: int, scratch: Path, shared: Path, mini_batch_size: int = 64
+) -> float:
     command = [
         sys.executable, __file__, "--probe-model", model_name, "--probe-variant", variant,
         "--probe-batch-size", str(batch_size), "--mini-batch-size", str(mini_batch_size), "--scratch", str(scratch),
+        "--shared-dir", str(shared),
     ]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-def load_batch(size: int) -> list[str]:
-    sentences, _ = read_sentences(SHARED / "data" / "unsup" / "train_40k.txt")
+def load_batch(size: int, shared: Path = SHARED) -> list[str]:
+    sentences, _ = read_sentences(shared / "data" / "unsup" / "train_40k.txt")
     return sentences[:size]
 
 
@@ -202,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cached-batch-size", type=int, default=512, help="batch for CachedSimCSELoss vs SimCSELoss")
     parser.add_argument("--cached-models", nargs="*", default=["splade-tiny"], help="models for the cached comparison")
     parser.add_argument("--mini-batch-size", type=int, default=64)
+    parser.add_argument("--shared-dir", default=str(SHARED), help="the testbed: models/splade-tiny, data/unsup")
     parser.add_argument("--senteval-dir", default=str(SHARED / "data" / "senteval"))
     parser.add_argument("--scratch", default="output/bench-scratch", help="where the random bert-base is written")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of one SimCSELoss step")
@@ -213,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.probe_model:
         return cpu_peak_memory_probe(args)
 
-    scratch = Path(args.scratch)
+    scratch, shared = Path(args.scratch), Path(args.shared_dir)
     scratch.mkdir(parents=True, exist_ok=True)
     dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     if args.device == "cuda":
@@ -228,10 +243,10 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for model_name in args.models:
-        model = make_model(model_name, args.device, scratch)
+        model = make_model(model_name, args.device, scratch, shared)
         model.train()
         for batch_size in args.batch_sizes:
-            batch = load_batch(batch_size)
+            batch = load_batch(batch_size, shared)
             torch.manual_seed(0)
             steps = {variant: Step(variant, model, args.device, dtype) for variant in VARIANTS}
             medians = time_steps(steps, batch, args.repeats, args.warmup, args.device)
@@ -239,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.device == "cuda":
                     peak = cuda_peak_memory(step, batch)
                 else:
-                    peak = cpu_peak_memory(model_name, variant, batch_size, scratch)
+                    peak = cpu_peak_memory(model_name, variant, batch_size, scratch, shared)
                 row = {
                     "model": model_name,
                     "batch": batch_size,
@@ -285,10 +300,10 @@ def main(argv: list[str] | None = None) -> None:
         peaks = {}
         for variant in ("simcse", "cached"):
             if args.device == "cuda":
-                model = make_model(model_name, args.device, scratch)
+                model = make_model(model_name, args.device, scratch, shared)
                 model.train()
                 step = Step(variant, model, args.device, dtype, mini_batch_size=args.mini_batch_size)
-                batch = load_batch(args.cached_batch_size)
+                batch = load_batch(args.cached_batch_size, shared)
                 step(batch)  # warm-up allocates optimizer state
                 peaks[variant] = cuda_peak_memory(step, batch)
                 del model, step
@@ -296,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
                 torch.cuda.empty_cache()
             else:
                 peaks[variant] = cpu_peak_memory(
-                    model_name, variant, args.cached_batch_size, scratch, args.mini_batch_size
+                    model_name, variant, args.cached_batch_size, scratch, shared, args.mini_batch_size
                 )
         print(
             f"  {model_name:<12} peak step memory SimCSELoss {peaks['simcse']:.0f} MiB, CachedSimCSELoss "

@@ -23,14 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import unsup_wiki  # noqa: E402
 
 from st_simcse import DuplicateInputDataset, SimCSELoss, build_model  # noqa: E402
-from st_simcse.cli import training_run  # noqa: E402
+from st_simcse.cli import checked_training_run  # noqa: E402
 from st_simcse.training import train_and_evaluate  # noqa: E402
 
 
 def run_variant(name: str, seed: int, output_dir: Path) -> dict:
     args = unsup_wiki.parse_args(["--quick", "--seed", str(seed), "--output-dir", str(output_dir / f"{name}-{seed}")])
-    run = training_run(args)
-    run.check_before_loading()
+    run = checked_training_run(args)
     dataset = DuplicateInputDataset.from_text_file(args.train_file)
     torch.manual_seed(seed)
     model = build_model(args.model, pooling="cls", max_seq_length=args.max_seq_length, dropout=args.dropout)

@@ -11,11 +11,9 @@ short offline version on a small SNLI triplet set:
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import sys
 
-import torch
+from transformers import set_seed
 
 from st_simcse import SimCSELoss, TripletDataset, build_model, resolve_training_file
 from st_simcse.cli import (
@@ -23,8 +21,9 @@ from st_simcse.cli import (
     TESTBED_MODEL,
     TESTBED_SENTEVAL,
     add_common_arguments,
+    checked_training_run,
+    launched_on_several_devices,
     parse_recipe_arguments,
-    training_run,
 )
 from st_simcse.training import train_and_evaluate
 
@@ -65,14 +64,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
 
     # 1. Check every input before loading the model.
-    run = training_run(args)
-    run.check_before_loading()
+    run = checked_training_run(args)
     dataset = TripletDataset.from_nli_csv(resolve_training_file(args.train_file))
     print(f"{len(dataset)} training triplets")
 
     # 2. Encoder + [CLS] pooling + the MLP as a built-in Dense(tanh) module, which the saved model keeps.
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    set_seed(args.seed)
     model = build_model(
         args.model,
         pooling=args.pooling,
@@ -81,12 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
         dropout=args.dropout,
     )
     # Under torchrun every device's anchors also see the other devices' positives and hard negatives.
-    multi_device = int(os.environ.get("WORLD_SIZE", "1")) > 1
     loss = SimCSELoss(
         model,
         temperature=args.temperature,
         hard_negative_weight=args.hard_negative_weight,
-        gather_across_devices=multi_device,
+        gather_across_devices=launched_on_several_devices(),
     )
 
     # 3. Train, keep the best STS-B dev checkpoint, evaluate it on the 7 STS tasks.

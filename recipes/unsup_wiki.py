@@ -10,11 +10,9 @@ paper's BERT-base run; ``--quick`` runs the same pipeline offline on the small t
 from __future__ import annotations
 
 import argparse
-import os
-import random
 import sys
 
-import torch
+from transformers import set_seed
 
 from st_simcse import DuplicateInputDataset, SimCSELoss, build_model, resolve_training_file
 from st_simcse.cli import (
@@ -22,8 +20,9 @@ from st_simcse.cli import (
     TESTBED_MODEL,
     TESTBED_SENTEVAL,
     add_common_arguments,
+    checked_training_run,
+    launched_on_several_devices,
     parse_recipe_arguments,
-    training_run,
 )
 from st_simcse.training import train_and_evaluate
 
@@ -57,19 +56,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
 
     # 1. Check every input before loading the model.
-    run = training_run(args)
-    run.check_before_loading()
+    run = checked_training_run(args)
     dataset = DuplicateInputDataset.from_text_file(resolve_training_file(args.train_file))
     print(f"{len(dataset)} training sentences ({dataset.skipped_blank_lines} blank lines skipped)")
 
     # 2. Encoder: [CLS] pooling; the MLP lives in the loss, so the saved model is the encoder + pooling only.
-    random.seed(args.seed)
-    torch.manual_seed(args.seed)
+    set_seed(args.seed)
     model = build_model(args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, dropout=args.dropout)
     # Under torchrun every device's anchors also see the other devices' positives (see README, multi-GPU).
-    multi_device = int(os.environ.get("WORLD_SIZE", "1")) > 1
     loss = SimCSELoss(
-        model, temperature=args.temperature, mlp_head=not args.no_mlp, gather_across_devices=multi_device
+        model,
+        temperature=args.temperature,
+        mlp_head=not args.no_mlp,
+        gather_across_devices=launched_on_several_devices(),
     )
 
     # 3. Train, keep the best STS-B dev checkpoint, evaluate it on the 7 STS tasks.

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from st_simcse.data import DuplicateInputDataset, TripletDataset, read_sentences, resolve_training_file
+from st_simcse.data import (
+    DuplicateInputDataset,
+    SimCSEDataCollator,
+    TripletDataset,
+    read_sentences,
+    resolve_training_file,
+)
 from st_simcse.evaluation import (
     AlignmentUniformityEvaluator,
     STSSuiteEvaluator,
@@ -21,6 +27,7 @@ __all__ = [
     "DuplicateInputDataset",
     "STSSuiteEvaluator",
     "STSTaskEvaluator",
+    "SimCSEDataCollator",
     "SimCSELoss",
     "TripletDataset",
     "build_model",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +85,14 @@ def parse_recipe_arguments(
     return args
 
 
-def training_run(args: argparse.Namespace) -> TrainingRun:
-    return TrainingRun(
+def launched_on_several_devices() -> bool:
+    """True under torchrun / accelerate launch with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def checked_training_run(args: argparse.Namespace) -> TrainingRun:
+    """The run the parsed options describe, checked (paths, values, output folder) before any model is loaded."""
+    run = TrainingRun(
         output_dir=args.output_dir,
         senteval_dir=args.senteval_dir,
         batch_size=args.batch_size,
@@ -98,3 +105,5 @@ def training_run(args: argparse.Namespace) -> TrainingRun:
         resume=args.resume,
         arguments=vars(args).copy(),
     )
+    run.check_before_loading()
+    return run

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from datasets import Dataset
 from sentence_transformers.sentence_transformer.readers import InputExample
 from torch.utils.data import DataLoader
@@ -89,3 +90,29 @@ def test_nli_csv_empty_cell(tmp_path):
 def test_shared_nli_triplets(nli_triplets):
     dataset = TripletDataset.from_nli_csv(nli_triplets)
     assert len(dataset) == 6339
+
+
+def test_collator_tokenizes_duplicate_columns_once():
+    from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+
+    from st_simcse import SimCSEDataCollator
+
+    calls = []
+
+    def preprocess(inputs, prompt=None, task=None):
+        calls.append(list(inputs))
+        return {"input_ids": torch.tensor([[len(text), 1] for text in inputs])}
+
+    rows = [{"anchor": s, "positive": s} for s in ["a b", "c d e"]]
+    batch = SimCSEDataCollator(preprocess_fn=preprocess)(rows)
+    assert calls == [["a b", "c d e"]]
+    expected = SentenceTransformerDataCollator(preprocess_fn=preprocess)(rows)
+    assert batch.keys() == expected.keys()
+    for key in batch:
+        assert torch.equal(batch[key], expected[key])
+
+    calls.clear()
+    SimCSEDataCollator(preprocess_fn=preprocess)(
+        [{"anchor": "a b", "positive": "x"}, {"anchor": "c", "positive": "y"}]
+    )
+    assert calls == [["a b", "c"], ["x", "y"]]

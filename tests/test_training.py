@@ -9,7 +9,7 @@ import torch
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from torch.utils.data import DataLoader
 
-from st_simcse import DuplicateInputDataset, SimCSELoss, build_model, read_sentences
+from st_simcse import DuplicateInputDataset, SimCSEDataCollator, SimCSELoss, build_model, read_sentences
 
 
 def _held_out_loss(loss: SimCSELoss, batch: list[str]) -> float:
@@ -27,6 +27,13 @@ def _held_out_loss(loss: SimCSELoss, batch: list[str]) -> float:
 def corpus(train_40k):
     sentences, _ = read_sentences(train_40k)
     return sentences[:1600], sentences[-64:]
+
+
+def _fresh_model_and_loss(model_dir: str, held_out: list[str]):
+    torch.manual_seed(0)
+    model = build_model(model_dir, pooling="cls", max_seq_length=32)
+    loss = SimCSELoss(model, mlp_head=True)
+    return model, loss, loss.mlp.dense.weight.detach().clone(), _held_out_loss(loss, held_out)
 
 
 def _assert_trained_and_saved(model, loss, head_before, before, after, tmp_path):
@@ -50,11 +57,7 @@ def _assert_trained_and_saved(model, loss, head_before, before, after, tmp_path)
 @pytest.mark.slow
 def test_model_fit_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
     train, held_out = corpus
-    torch.manual_seed(0)
-    model = build_model(splade_tiny, pooling="cls", max_seq_length=32)
-    loss = SimCSELoss(model, mlp_head=True)
-    head_before = loss.mlp.dense.weight.detach().clone()
-    before = _held_out_loss(loss, held_out)
+    model, loss, head_before, before = _fresh_model_and_loss(splade_tiny, held_out)
     loader = DataLoader(DuplicateInputDataset(train), batch_size=32, shuffle=True)
     model.fit(
         train_objectives=[(loader, loss)],
@@ -72,11 +75,7 @@ def test_model_fit_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
 @pytest.mark.slow
 def test_trainer_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
     train, held_out = corpus
-    torch.manual_seed(0)
-    model = build_model(splade_tiny, pooling="cls", max_seq_length=32)
-    loss = SimCSELoss(model, mlp_head=True)
-    head_before = loss.mlp.dense.weight.detach().clone()
-    before = _held_out_loss(loss, held_out)
+    model, loss, head_before, before = _fresh_model_and_loss(splade_tiny, held_out)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path / "trainer"),
         per_device_train_batch_size=32,
@@ -90,7 +89,11 @@ def test_trainer_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
         disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=DuplicateInputDataset(train).to_hf_dataset(), loss=loss
+        model=model,
+        args=args,
+        train_dataset=DuplicateInputDataset(train).to_hf_dataset(),
+        loss=loss,
+        data_collator=SimCSEDataCollator(preprocess_fn=model.preprocess),  # each sentence tokenized once
     )
     trainer.train()
     assert trainer.state.global_step == 50
