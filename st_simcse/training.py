@@ -138,6 +138,10 @@ def train_and_evaluate(
     def on_evaluation(score: float, epoch: int, steps: int) -> None:
         if not main_process:
             return
+        # model.fit also evaluates at the end of each epoch, which can repeat the last step's evaluation.
+        for history in (dev_evaluator.history, alignment_evaluator.history):
+            if len(history) > 1 and _step_of(history[-1]) == _step_of(history[-2]):
+                del history[-2]
         head = _loss_state(loss)
         if head:
             torch.save(head, _head_path(run.checkpoint_dir, steps))
@@ -154,6 +158,12 @@ def train_and_evaluate(
             },
         )
         logger.info(f"step {steps}: STS-B dev Spearman {100 * score:.2f} (best {100 * best['score']:.2f})")
+
+    if resumed_from is None and main_process:
+        # The untrained model's point starts the dev curve and the alignment/uniformity trajectory.
+        dev_evaluator(model, epoch=0, steps=0)
+        untrained = dev_evaluator.history[-1]["sts_dev_avg"]
+        logger.info(f"step 0 (untrained): STS-B dev Spearman {100 * untrained:.2f}")
 
     # Seeded shuffling: model.fit reads the DataLoader once, so the order is fixed by the seed and a resumed run
     # sees the same batches. (model.fit's Trainer seeds its own RNG and sampler with its default seed.)
@@ -215,6 +225,7 @@ def train_and_evaluate(
         "run": asdict(run),
         "best_step": best["step"],
         "best_dev_stsb": round(100 * best["score"], 2),
+        "untrained_dev_stsb": round(100 * history[0]["sts_dev_avg"], 2) if history[0]["steps"] == 0 else None,
         "test": table,
         "test_alignment": test_alignment[1],
         "test_uniformity": test_alignment[2],
@@ -229,6 +240,10 @@ def train_and_evaluate(
     shutil.rmtree(best_dir, ignore_errors=True)
     print_table(table)
     return metrics
+
+
+def _step_of(entry: dict | tuple) -> int:
+    return entry["steps"] if isinstance(entry, dict) else entry[0]
 
 
 def print_table(table: dict[str, float]) -> None:
