@@ -4,7 +4,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
 from torch import nn
@@ -90,10 +89,3 @@ def whole_sentences(model: SentenceTransformer) -> Iterator[None]:
         yield
     finally:
         model.max_seq_length = previous
-
-
-def autocast_dtype() -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16 on a GPU, None on CPU."""
-    if not torch.cuda.is_available():
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
