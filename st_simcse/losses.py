@@ -54,7 +54,9 @@ def _check_columns(sentence_features: list[dict[str, Tensor]]) -> None:
             f"but got {len(sentence_features)}. For unsupervised SimCSE, duplicate every sentence into an "
             "(anchor, positive) pair, e.g. with st_simcse.DuplicateInputDataset."
         )
-    sizes = [next(iter(features.values())).shape[0] for features in sentence_features]
+    sizes = [
+        next(len(value) for value in features.values() if torch.is_tensor(value)) for features in sentence_features
+    ]
     if len(set(sizes)) != 1:
         raise ValueError(
             f"All SimCSELoss input columns must hold the same number of texts, got column sizes {sizes}. "
