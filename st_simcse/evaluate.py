@@ -14,7 +14,7 @@ import os
 import sys
 import time
 
-from st_simcse.evaluation import check_senteval_dir, sts_evaluator
+from st_simcse.evaluation import sts_evaluator
 from st_simcse.models import POOLING_MODES, build_model
 from st_simcse.training import print_table
 
@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=None, help="write the table and all metrics to this JSON file")
     args = parser.parse_args(argv)
 
-    if args.senteval_dir is not None:
-        check_senteval_dir(args.senteval_dir, args.split)
+    # Building the evaluator reads and checks every task file, so bad data fails before the model is loaded.
     evaluator = sts_evaluator(args.senteval_dir, args.split, batch_size=args.batch_size, show_progress_bar=True)
     model = build_model(args.model, pooling=args.pooling, max_seq_length=None, device=args.device)
     started = time.perf_counter()
