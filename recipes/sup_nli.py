@@ -1,7 +1,8 @@
 """Supervised SimCSE (Gao, Yao & Chen 2021, section 4), trained with sentence-transformers' ``model.fit``.
 
 NLI triplets (premise, entailment, contradiction): the entailment is the positive, the contradiction a hard
-negative, and all other positives and hard negatives of the batch are negatives too. The MLP over [CLS] is kept
+negative, and all other positives and hard negatives of the batch are negatives too. A csv with only
+``sent0,sent1`` trains on the positive pairs alone, as the reference code does. The MLP over [CLS] is kept
 at test time, as in the paper, so it is a built-in Dense(tanh) module of the saved model. ``--quick`` runs a
 short offline version on a small SNLI triplet set:
 
@@ -24,6 +25,7 @@ from st_simcse.cli import (
     checked_training_run,
     launched_on_several_devices,
     parse_recipe_arguments,
+    report_finished,
 )
 from st_simcse.training import train_and_evaluate
 
@@ -65,8 +67,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 1. Check every input before loading the model.
     run = checked_training_run(args)
+    if run.resume and run.finished:
+        return report_finished(run)
     dataset = TripletDataset.from_nli_csv(resolve_training_file(args.train_file))
-    print(f"{len(dataset)} training triplets")
+    kind = "triplets" if isinstance(dataset, TripletDataset) else "pairs (no hard negatives)"
+    print(f"{len(dataset)} training {kind}")
 
     # 2. Encoder + [CLS] pooling + the MLP as a built-in Dense(tanh) module, which the saved model keeps.
     set_seed(args.seed)

@@ -23,6 +23,7 @@ from st_simcse.cli import (
     checked_training_run,
     launched_on_several_devices,
     parse_recipe_arguments,
+    report_finished,
 )
 from st_simcse.training import train_and_evaluate
 
@@ -56,7 +57,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
 
     # 1. Check every input before loading the model.
-    run = checked_training_run(args)
+    run = checked_training_run(args, loss_owns_state=not args.no_mlp)
+    if run.resume and run.finished:
+        return report_finished(run)
     dataset = DuplicateInputDataset.from_text_file(resolve_training_file(args.train_file))
     print(f"{len(dataset)} training sentences ({dataset.skipped_blank_lines} blank lines skipped)")
 

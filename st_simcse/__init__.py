@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from st_simcse.data import (
     DuplicateInputDataset,
+    PairDataset,
     SimCSEDataCollator,
     TripletDataset,
     read_sentences,
@@ -16,8 +17,10 @@ from st_simcse.evaluation import (
     load_sts_tasks,
     sts_evaluator,
 )
+from st_simcse.loss_state import LossStateCallback
 from st_simcse.losses import CachedSimCSELoss, SimCSELoss
-from st_simcse.models import build_model, set_dropout
+from st_simcse.models import build_model, load_simcse_model, set_dropout
+from st_simcse.tool import SimCSE
 
 __version__ = "0.1.0"
 
@@ -25,12 +28,16 @@ __all__ = [
     "AlignmentUniformityEvaluator",
     "CachedSimCSELoss",
     "DuplicateInputDataset",
+    "LossStateCallback",
+    "PairDataset",
     "STSSuiteEvaluator",
     "STSTaskEvaluator",
+    "SimCSE",
     "SimCSEDataCollator",
     "SimCSELoss",
     "TripletDataset",
     "build_model",
+    "load_simcse_model",
     "load_sts_tasks",
     "read_sentences",
     "resolve_training_file",

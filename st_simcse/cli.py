@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from st_simcse.models import POOLING_MODES
-from st_simcse.training import TrainingRun
+from st_simcse.training import METRICS_FILE, TrainingRun
 
 # The offline testbed (see ../shared/README.md), beside the project checkout.
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -61,8 +62,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, paper: dict[str, Any])
     )
     add("--eval-batch-size", type=int, default=128, help="batch size for encoding during evaluation")
     add("--output-dir", default=paper["output_dir"], help="where the model, metrics.json, plots and checkpoints go")
-    add("--seed", type=int, default=42, help="seed of model/head initialisation and of the data order (paper: 42)")
-    add("--resume", action="store_true", help="continue the interrupted run in --output-dir from its last checkpoint")
+    add(
+        "--seed",
+        type=int,
+        default=42,
+        help="seed of every random draw: model/head initialisation, data order and dropout masks (paper: 42)",
+    )
+    add(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted run in --output-dir from its last checkpoint (a finished run is left as is)",
+    )
     add(
         "--quick",
         action="store_true",
@@ -90,8 +100,10 @@ def launched_on_several_devices() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def checked_training_run(args: argparse.Namespace) -> TrainingRun:
-    """The run the parsed options describe, checked (paths, values, output folder) before any model is loaded."""
+def checked_training_run(args: argparse.Namespace, loss_owns_state: bool = False) -> TrainingRun:
+    """The run the parsed options describe, checked (paths, values, output folder, and for a resume the checkpoint
+    it continues from) before any model is loaded. ``loss_owns_state``: the loss has parameters of its own (the
+    MLP head), which the resumed checkpoint must carry."""
     run = TrainingRun(
         output_dir=args.output_dir,
         senteval_dir=args.senteval_dir,
@@ -105,5 +117,13 @@ def checked_training_run(args: argparse.Namespace) -> TrainingRun:
         resume=args.resume,
         arguments=vars(args).copy(),
     )
-    run.check_before_loading()
+    run.check_before_loading(loss_owns_state)
     return run
+
+
+def report_finished(run: TrainingRun) -> dict:
+    """For ``--resume`` on a run that already finished: say so, change nothing, return its saved metrics."""
+    path = os.path.join(run.output_dir, METRICS_FILE)
+    print(f"{run.output_dir} holds a finished run: nothing to resume, nothing changed. Its results: {path}")
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)

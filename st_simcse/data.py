@@ -94,6 +94,13 @@ class DuplicateInputDataset(_TextTupleDataset):
         return cls(dataset[column])
 
 
+class PairDataset(_TextTupleDataset):
+    """Supervised positive pairs ``(anchor, positive)`` without hard negatives, e.g. the paper's NLI csv with only
+    ``sent0,sent1``; the other positives of the batch are the negatives."""
+
+    column_names = ("anchor", "positive")
+
+
 class TripletDataset(_TextTupleDataset):
     """Supervised SimCSE data: ``(anchor, positive, hard_negative)`` triplets, e.g. the paper's NLI set of
     (premise, entailment hypothesis, contradiction hypothesis).
@@ -105,20 +112,24 @@ class TripletDataset(_TextTupleDataset):
     column_names = ("anchor", "positive", "negative")
 
     @classmethod
-    def from_nli_csv(cls, path: str | os.PathLike, columns: Sequence[str] = NLI_COLUMNS) -> TripletDataset:
-        """Read the paper's ``nli_for_simcse.csv`` format: a header with ``sent0,sent1,hard_neg`` (premise,
-        entailment, contradiction), one triplet per row. Missing columns or empty cells raise a ``ValueError``
-        naming the file and the line."""
+    def from_nli_csv(cls, path: str | os.PathLike) -> TripletDataset | PairDataset:
+        """Read the paper's supervised csv format: a header with ``sent0,sent1,hard_neg`` (premise, entailment,
+        contradiction) gives triplets; a header with only ``sent0,sent1`` gives a :class:`PairDataset` of
+        positive pairs, which the reference code also trains on. Missing columns or empty cells raise a
+        ``ValueError`` naming the file and the line."""
         path = os.fspath(path)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"NLI triplet file not found: {path!r}")
+            raise FileNotFoundError(f"NLI training file not found: {path!r}")
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            missing = [name for name in columns if name not in (reader.fieldnames or [])]
+            header = reader.fieldnames or []
+            columns = NLI_COLUMNS if NLI_COLUMNS[2] in header else NLI_COLUMNS[:2]
+            missing = [name for name in columns if name not in header]
             if missing:
                 raise ValueError(
-                    f"{path}: the csv header is {reader.fieldnames}, which lacks the column(s) {missing}. "
-                    f"SimCSE's NLI format needs the header {','.join(columns)} (premise, entailment, contradiction)."
+                    f"{path}: the csv header is {header}, which lacks the column(s) {missing}. SimCSE's supervised "
+                    "format needs the header sent0,sent1,hard_neg (premise, entailment, contradiction) or "
+                    "sent0,sent1 (positive pairs)."
                 )
             rows = []
             for row in reader:
@@ -128,8 +139,8 @@ class TripletDataset(_TextTupleDataset):
                     raise ValueError(f"{path}, line {reader.line_num}: empty value in column(s) {empty}.")
                 rows.append(texts)
         if not rows:
-            raise ValueError(f"{path}: the file has a header but no triplets.")
-        return cls(rows)
+            raise ValueError(f"{path}: the file has a header but no rows.")
+        return cls(rows) if len(columns) == 3 else PairDataset(rows)
 
 
 @dataclass

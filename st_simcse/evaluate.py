@@ -1,9 +1,19 @@
 """Evaluate a model on the paper's 7 STS tasks, the way SimCSE's evaluation.py does with SentEval ("test" mode):
 
-    python -m st_simcse.evaluate MODEL --senteval-dir DIR [--pooling cls|mean|...] [--output results.json]
+    python -m st_simcse.evaluate MODEL --senteval-dir DIR [--pooler cls|cls_before_pooler|avg|...] [--output x.json]
 
-MODEL is a saved SentenceTransformer folder, or any transformers checkpoint (hub name or path) with the chosen
-pooling, so plain BERT baselines are evaluated as in the paper's Table 1.
+MODEL is a saved SentenceTransformer folder (evaluated with its own modules), or a transformers checkpoint (hub
+name or path) with a pooler, so the paper's baselines and released models are evaluated as in its tables:
+
+  --pooler    the reference evaluation's poolers: cls (BERT's trained pooler over [CLS]), cls_before_pooler
+              (the last layer's [CLS]), avg (mean of the last layer), avg_first_last (mean of the first and the
+              last layer; the paper's Table 1 baselines), avg_top2 (mean of the last two layers). cls,
+              cls_before_pooler and avg are built-in sentence-transformers modules (st_simcse.load_simcse_model
+              saves them as a plain folder); avg_first_last and avg_top2 need a layer-averaging module and are
+              for evaluation only.
+  --pooling   instead, a sentence-transformers Pooling mode (cls = cls_before_pooler, mean = avg, max, ...).
+
+Without either, a transformers checkpoint gets --pooling cls.
 """
 
 from __future__ import annotations
@@ -14,18 +24,21 @@ import os
 import sys
 import time
 
-from st_simcse.evaluation import sts_evaluator
-from st_simcse.models import POOLING_MODES, build_model
-from st_simcse.training import print_table
+from st_simcse.evaluation import print_table, sts_evaluator
+from st_simcse.models import POOLING_MODES, REFERENCE_POOLERS, build_model, reference_pooler_model
+
+
+def is_saved_sentence_transformer(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "modules.json"))
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="saved SentenceTransformer folder, or a transformers checkpoint / hub name")
     parser.add_argument("--senteval-dir", default=None, help="SentEval data/downstream folder (default: hub copies)")
-    parser.add_argument(
-        "--pooling", choices=POOLING_MODES, default="cls", help="pooling for a plain transformers checkpoint"
-    )
+    poolers = parser.add_mutually_exclusive_group()
+    poolers.add_argument("--pooler", choices=REFERENCE_POOLERS, default=None, help="reference evaluation pooler")
+    poolers.add_argument("--pooling", choices=POOLING_MODES, default=None, help="sentence-transformers Pooling mode")
     parser.add_argument(
         "--split", choices=("test", "dev"), default="test", help="the 7 test tasks, or STS-B/SICK-R dev"
     )
@@ -34,16 +47,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=None, help="write the table and all metrics to this JSON file")
     args = parser.parse_args(argv)
 
+    chosen = args.pooler or args.pooling
+    if chosen and is_saved_sentence_transformer(args.model):
+        parser.error(
+            f"{args.model} is a saved SentenceTransformer, which pools with its own modules; "
+            f"--pooler/--pooling {chosen} applies only to plain transformers checkpoints. Drop the option, or pass "
+            "the checkpoint of its encoder (the folder's Transformer module) to choose a pooling."
+        )
     # Building the evaluator reads and checks every task file, so bad data fails before the model is loaded.
     evaluator = sts_evaluator(args.senteval_dir, args.split, batch_size=args.batch_size, show_progress_bar=True)
-    model = build_model(args.model, pooling=args.pooling, max_seq_length=None, device=args.device)
+    if args.pooler:
+        model = reference_pooler_model(args.model, args.pooler, device=args.device)
+    else:
+        model = build_model(args.model, pooling=args.pooling or "cls", max_seq_length=None, device=args.device)
     started = time.perf_counter()
     results = evaluator(model)
     seconds = time.perf_counter() - started
     table = evaluator.table(results)
     print_table(table)
     print(f"({seconds:.1f} s)")
-    payload = {"model": args.model, "pooling": args.pooling, "split": args.split, "table": table, "metrics": results}
+    pooling = "model's own" if is_saved_sentence_transformer(args.model) else (args.pooler or args.pooling or "cls")
+    payload = {"model": args.model, "pooling": pooling, "split": args.split, "table": table, "metrics": results}
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "w", encoding="utf-8") as handle:

@@ -383,3 +383,9 @@ def sts_evaluator(
         )
         evaluators.append(AlignmentUniformityEvaluator(task, cache=cache))
     return STSSuiteEvaluator(evaluators, name=name or f"sts_{split}")
+
+
+def print_table(table: dict[str, float]) -> None:
+    """Print a table row of :meth:`STSSuiteEvaluator.table` as the paper lays it out: task names, then scores."""
+    print(" ".join(f"{name:>7}" for name in table))
+    print(" ".join(f"{value:>7.2f}" for value in table.values()))

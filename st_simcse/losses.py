@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,11 +11,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from sentence_transformers.base.losses.gradcache import CachedLossMixin, has_static_embedding_input
 from sentence_transformers.base.losses.merged_forward import embed_columns, merge_feature_batches
+from sentence_transformers.sentence_transformer.losses.adaptive_layer import AdaptiveLayerLoss, TransformerDecorator
+from sentence_transformers.sentence_transformer.losses.matryoshka import ForwardDecorator as MatryoshkaForward
+from sentence_transformers.sentence_transformer.losses.matryoshka import MatryoshkaLoss
 from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from sentence_transformers.util import all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
+from st_simcse.loss_state import install_default_callback, register_loss_state
+
 logger = logging.getLogger(__name__)
+
+# Every Trainer (model.fit's included) then checkpoints the parameters our losses own, e.g. the MLP head.
+install_default_callback()
 
 SIMCSE_CITATION = """
 @inproceedings{gao2021simcse,
@@ -22,6 +31,16 @@ SIMCSE_CITATION = """
     author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
     booktitle={Empirical Methods in Natural Language Processing (EMNLP)},
     year={2021}
+}
+"""
+GRADCACHE_CITATION = """
+@misc{gao2021scaling,
+    title={Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup},
+    author={Luyu Gao and Yunyi Zhang and Jiawei Han and Jamie Callan},
+    year={2021},
+    eprint={2101.06983},
+    archivePrefix={arXiv},
+    primaryClass={cs.LG}
 }
 """
 
@@ -65,6 +84,39 @@ def _check_columns(sentence_features: list[dict[str, Tensor]]) -> None:
         )
 
 
+MATRYOSHKA_HEAD_ERROR = (
+    "{name}(mlp_head=True) cannot be wrapped in MatryoshkaLoss: the training-only head is a Linear(d, d) over the "
+    "full embedding, but MatryoshkaLoss hands the loss truncated, re-normalised embeddings. Use mlp_head=False "
+    "(the Matryoshka sizes are then trained directly, as the saved model serves them), or keep the paper's MLP in "
+    "the model with st_simcse.build_model(..., mlp_in_model=True), so that MatryoshkaLoss truncates its output."
+)
+ADAPTIVE_CACHED_ERROR = (
+    "CachedSimCSELoss cannot be wrapped in AdaptiveLayerLoss: GradCache re-embeds the inputs during the backward "
+    "pass, after AdaptiveLayerLoss has removed the hook that supplies the earlier layers. Use SimCSELoss inside "
+    "AdaptiveLayerLoss (with or without mlp_head), with a batch size that fits in memory."
+)
+
+
+def _wrapper_being_built() -> nn.Module | None:
+    """The MatryoshkaLoss / AdaptiveLayerLoss whose ``__init__`` is running further up the stack, if any. Both ask
+    ``uses_gradient_cache(loss)`` while they are built: the one moment at which the inner loss can refuse a
+    combination before any training time is spent."""
+    frame = sys._getframe(1)
+    for _ in range(6):
+        frame = frame.f_back
+        if frame is None:
+            return None
+        candidate = frame.f_locals.get("self")
+        if frame.f_code.co_name == "__init__" and isinstance(candidate, (MatryoshkaLoss, AdaptiveLayerLoss)):
+            return candidate
+    return None
+
+
+def _under_adaptive_layer_loss(model: nn.Module) -> bool:
+    first = getattr(model, "module", model)[0]
+    return isinstance(first.__dict__.get("forward"), TransformerDecorator)
+
+
 class SimCSELoss(nn.Module):
     def __init__(
         self,
@@ -105,8 +157,11 @@ class SimCSELoss(nn.Module):
                 embedding, as used for unsupervised SimCSE with [CLS] pooling. The head belongs to this loss: it
                 is trained with the model (its parameters are picked up by ``model.fit`` and by
                 :class:`SentenceTransformerTrainer`), but it is not part of ``model``, so evaluation and the
-                saved model use the embedding *without* it (the paper's ``cls_before_pooler``). For supervised
-                SimCSE, where the paper keeps the MLP at test time, build the model with
+                saved model use the embedding *without* it (the paper's ``cls_before_pooler``). Trainer
+                checkpoints carry it (``loss_state.safetensors``, written by :class:`st_simcse.LossStateCallback`,
+                which importing ``st_simcse`` adds to every Trainer, ``model.fit``'s included), so
+                ``resume_from_checkpoint`` restores it exactly; a checkpoint without it is refused on resume.
+                For supervised SimCSE, where the paper keeps the MLP at test time, build the model with
                 :func:`st_simcse.build_model` and ``mlp_in_model=True`` instead.
             gather_across_devices: If True, gather the positives and hard negatives of all devices (with
                 gradients) before computing the loss, so every anchor sees ``world_size * N`` positives and
@@ -139,19 +194,36 @@ class SimCSELoss(nn.Module):
               merges all columns into one pass, as SimCSE's code does, and adds the head and the ``α`` weight.
             - :class:`st_simcse.CachedSimCSELoss` gives the same loss and gradients with GradCache, for batch
               sizes that do not fit in memory.
+            - Inside :class:`MatryoshkaLoss`: trains with ``mlp_head=False`` (the loss at every truncated size);
+              ``mlp_head=True`` is refused when the MatryoshkaLoss is built (the head is ``d x d``).
+            - Inside :class:`AdaptiveLayerLoss`: trains, with or without the head (the head then maps every layer's
+              pooled embedding). AdaptiveLayerLoss needs one forward pass per column, so the merged forward is off
+              there; each copy of a sentence still gets its own dropout mask.
 
         Example:
             ::
 
-                from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
-                from st_simcse import DuplicateInputDataset, SimCSELoss
+                from sentence_transformers import (
+                    SentenceTransformer,
+                    SentenceTransformerTrainer,
+                    SentenceTransformerTrainingArguments,
+                )
+                from st_simcse import DuplicateInputDataset, SimCSELoss, build_model
 
-                model = SentenceTransformer("bert-base-uncased")
-                train_dataset = DuplicateInputDataset(["A man is playing a guitar.", "A dog runs."]).to_hf_dataset()
+                model = build_model("bert-base-uncased", pooling="cls", max_seq_length=32)
+                train_dataset = DuplicateInputDataset.from_text_file("wiki1m_for_simcse.txt").to_hf_dataset()
                 loss = SimCSELoss(model, temperature=0.05, mlp_head=True)
-
-                trainer = SentenceTransformerTrainer(model=model, train_dataset=train_dataset, loss=loss)
-                trainer.train()
+                args = SentenceTransformerTrainingArguments(
+                    output_dir="output/unsup-simcse",
+                    per_device_train_batch_size=64,
+                    learning_rate=3e-5,
+                    num_train_epochs=1,
+                    warmup_steps=0,
+                    weight_decay=0.0,
+                    lr_scheduler_type="linear",
+                )
+                trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, loss=loss)
+                trainer.train()  # later: trainer.train(resume_from_checkpoint=True) restores the head too
         """
         super().__init__()
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -175,20 +247,45 @@ class SimCSELoss(nn.Module):
             if dimension is None:
                 raise ValueError("mlp_head=True needs a model with a known embedding dimension.")
             self.mlp = MLPHead(dimension, _initializer_range(model))
+            register_loss_state(self)
         self._checked_dropout = False
+        self._noted_separate_forwards = False
         self._head_hooks: list = []
 
     @property
     def mlp_head(self) -> bool:
         return self.mlp is not None
 
+    @property
+    def uses_gradient_cache(self) -> bool:
+        self._refuse_wrapper(_wrapper_being_built())
+        return False
+
+    def _refuse_wrapper(self, wrapper: nn.Module | None, name: str = "SimCSELoss") -> None:
+        """Raise for the wrapper combinations that cannot train correctly (see the README's table)."""
+        if isinstance(wrapper, MatryoshkaLoss) and self.mlp is not None:
+            raise ValueError(MATRYOSHKA_HEAD_ERROR.format(name=name))
+
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
         _check_columns(sentence_features)
         self._warn_if_views_identical(sentence_features)
+        if self.mlp is not None and isinstance(self.model.__dict__.get("forward"), MatryoshkaForward):
+            raise ValueError(MATRYOSHKA_HEAD_ERROR.format(name=type(self).__name__))
+        self._note_separate_forwards()
         # separate_first=False: every column (the anchor too) goes into one merged forward pass.
         embeddings = embed_columns(self.model, sentence_features, separate_first=False)
         return self.compute_loss_from_embeddings(embeddings, labels)
+
+    def _note_separate_forwards(self) -> None:
+        if self._noted_separate_forwards or not _under_adaptive_layer_loss(self.model):
+            return
+        self._noted_separate_forwards = True
+        logger.warning(
+            "SimCSELoss inside AdaptiveLayerLoss: every input column is embedded in its own forward pass, because "
+            "AdaptiveLayerLoss reads each layer back from per-column calls. Each copy of a sentence still gets its "
+            "own dropout mask, so the objective is SimCSE's; only the speed-up of the merged forward is lost."
+        )
 
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         if len(embeddings) < 2:
@@ -337,7 +434,11 @@ class CachedSimCSELoss(CachedLossMixin, nn.Module):
         Relations:
             - Equal to :class:`SimCSELoss` (same loss and gradients), trading about one extra forward pass per
               step for memory that does not grow with the batch.
-            - The SimCSE counterpart of :class:`CachedMultipleNegativesRankingLoss`.
+            - The SimCSE counterpart of :class:`CachedMultipleNegativesRankingLoss`, with the same surface: the
+              hyperparameters are properties delegated to (and assignable through) the wrapped ``SimCSELoss``.
+            - Inside :class:`MatryoshkaLoss`: trains with ``mlp_head=False``; ``mlp_head=True`` is refused when the
+              MatryoshkaLoss is built. Inside :class:`AdaptiveLayerLoss`: refused when it is built (GradCache
+              re-embeds after AdaptiveLayerLoss's hook is gone); use :class:`SimCSELoss` there.
 
         Example:
             ::
@@ -371,9 +472,30 @@ class CachedSimCSELoss(CachedLossMixin, nn.Module):
         self.show_progress_bar = show_progress_bar
         self._num_columns = 0
 
+    # The hyperparameters live on the wrapped SimCSELoss; assigning them here reaches it (see __setattr__).
+    _delegated_to_wrapped_loss = ("temperature", "hard_negative_weight", "gather_across_devices")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._delegated_to_wrapped_loss and isinstance(getattr(self, "loss", None), nn.Module):
+            setattr(self.loss, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def uses_gradient_cache(self) -> bool:
+        wrapper = _wrapper_being_built()
+        if isinstance(wrapper, AdaptiveLayerLoss):
+            raise ValueError(ADAPTIVE_CACHED_ERROR)
+        self.loss._refuse_wrapper(wrapper, type(self).__name__)
+        return True
+
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
         _check_columns(sentence_features)
+        if _under_adaptive_layer_loss(self.model):
+            raise ValueError(ADAPTIVE_CACHED_ERROR)
+        if self.mlp is not None and "calculate_loss" in self.__dict__:  # MatryoshkaLoss decorated calculate_loss
+            raise ValueError(MATRYOSHKA_HEAD_ERROR.format(name=type(self).__name__))
         self.loss._warn_if_views_identical(sentence_features)
         merged = merge_feature_batches(sentence_features)
         self._num_columns = len(sentence_features)
@@ -404,9 +526,21 @@ class CachedSimCSELoss(CachedLossMixin, nn.Module):
         return self.loss.hard_negative_weight
 
     @property
+    def gather_across_devices(self) -> bool:
+        return self.loss.gather_across_devices
+
+    @property
+    def mlp_head(self) -> bool:
+        return self.loss.mlp_head
+
+    @property
     def mlp(self) -> MLPHead | None:
         return self.loss.mlp
 
     @property
+    def scale(self) -> float:
+        return self.loss.scale
+
+    @property
     def citation(self) -> str:
-        return SIMCSE_CITATION
+        return SIMCSE_CITATION + GRADCACHE_CITATION

@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -16,8 +18,10 @@ import torch
 from sentence_transformers import SentenceTransformer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from transformers import TrainerCallback, set_seed
 
-from st_simcse.evaluation import check_senteval_dir, sts_evaluator
+from st_simcse.evaluation import check_senteval_dir, print_table, sts_evaluator
+from st_simcse.loss_state import LOSS_STATE_FILE
 from st_simcse.models import whole_sentences
 from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
 
@@ -27,6 +31,9 @@ CHECKPOINTS = "checkpoints"
 BEST_MODEL = "best_model"
 HISTORY_FILE = "dev_history.json"
 METRICS_FILE = "metrics.json"
+ARGUMENTS_FILE = "arguments.json"
+# Options that may differ between a run and its resumption: they do not change what is trained.
+RESUMABLE_CHANGES = ("resume", "eval_batch_size")
 DEV_CURVE_PNG = "dev_curve.png"
 ALIGN_UNIFORM_PNG = "align_uniform.png"
 
@@ -51,28 +58,68 @@ class TrainingRun:
     def checkpoint_dir(self) -> str:
         return os.path.join(self.output_dir, CHECKPOINTS)
 
-    def check_before_loading(self) -> None:
-        """Everything that can fail without a model, so it fails before any time is spent loading or training."""
+    @property
+    def finished(self) -> bool:
+        return os.path.isfile(os.path.join(self.output_dir, METRICS_FILE))
+
+    def check_before_loading(self, loss_owns_state: bool = False) -> None:
+        """Everything that can fail without a model, so it fails before any time is spent loading or training and
+        before anything is written. ``loss_owns_state``: the loss has parameters of its own (the MLP head), which
+        a resumed checkpoint must carry."""
         if self.batch_size < 2:
             raise ValueError(
-                f"--batch-size must be at least 2 (the other examples are the negatives), got {self.batch_size}."
+                f"batch_size must be at least 2 (the other examples are the negatives), got {self.batch_size}."
             )
         if self.eval_steps < 1:
-            raise ValueError(f"--eval-steps must be positive, got {self.eval_steps}.")
+            raise ValueError(f"eval_steps must be positive, got {self.eval_steps}.")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"--max-steps must be positive, got {self.max_steps}.")
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}.")
         if not (self.learning_rate > 0):
-            raise ValueError(f"--lr must be positive, got {self.learning_rate}.")
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.senteval_dir is not None:
             check_senteval_dir(self.senteval_dir, "dev", ["STS-B"])
             check_senteval_dir(self.senteval_dir, "test")
-        started = latest_checkpoint_step(self.checkpoint_dir) is not None
-        finished = os.path.isfile(os.path.join(self.output_dir, METRICS_FILE))
-        if (started or finished) and not self.resume:
+        if self.finished:
+            if not self.resume:
+                raise ValueError(
+                    f"{self.output_dir} already holds a finished run ({METRICS_FILE}); nothing there is overwritten. "
+                    "Choose another output folder, or delete this one to train again."
+                )
+            return  # resuming a finished run is a no-op: the caller reports it and writes nothing
+        step = latest_checkpoint_step(self.checkpoint_dir)
+        if step is not None and not self.resume:
             raise ValueError(
-                f"{self.output_dir} already holds a {'finished' if finished else 'started'} run. Pass --resume to "
-                "continue it, or choose another --output-dir; nothing there is overwritten."
+                f"{self.output_dir} already holds a started run (checkpoint-{step}). Resume it to continue (the "
+                "recipes' --resume), or choose another output folder; nothing there is overwritten."
             )
+        if self.resume and step is not None:
+            self._check_resumable(step, loss_owns_state)
+
+    def _check_resumable(self, step: int, loss_owns_state: bool) -> None:
+        checkpoint = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
+        required = ["trainer_state.json", "modules.json"] + ([LOSS_STATE_FILE] if loss_owns_state else [])
+        missing = [name for name in required if not os.path.isfile(os.path.join(checkpoint, name))]
+        if missing:
+            raise ValueError(
+                f"Cannot resume: {checkpoint} is incomplete (no {', '.join(missing)}; the run was probably killed "
+                "while saving it). Delete that folder to resume from the checkpoint before it, if one is left, or "
+                "start afresh in another output folder."
+            )
+        saved_path = os.path.join(self.output_dir, ARGUMENTS_FILE)
+        if os.path.isfile(saved_path):
+            with open(saved_path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            changed = {
+                name: (saved.get(name), value)
+                for name, value in self.arguments.items()
+                if name not in RESUMABLE_CHANGES and saved.get(name) != value
+            }
+            if changed:
+                listed = ", ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items())
+                raise ValueError(
+                    f"Cannot resume: this command changes options of the run in {self.output_dir} ({listed}). "
+                    "Resume with the options it was started with, or start a new run in another output folder."
+                )
 
 
 def latest_checkpoint_step(checkpoint_dir: str) -> int | None:
@@ -90,8 +137,31 @@ def _write_json(path: str, payload: Any) -> None:
     os.replace(temporary, path)
 
 
-def _head_path(checkpoint_dir: str, step: int) -> str:
-    return os.path.join(checkpoint_dir, f"loss_head-{step}.pt")
+class SeedCallback(TrainerCallback):
+    """Re-seeds every RNG when training starts. The Trainer behind ``model.fit`` seeds itself with its default seed
+    (42) when it is built, which would make the dropout masks ignore the run's seed; on resume the Trainer restores
+    the checkpoint's RNG states instead, so nothing is re-seeded then."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:
+            set_seed(self.seed)
+
+
+@contextmanager
+def fit_callbacks(*callbacks: TrainerCallback) -> Iterator[None]:
+    """Give the Trainers built inside the block (e.g. by ``model.fit``, which takes no callbacks) these callbacks,
+    through transformers' default callbacks; they are removed again when the block ends."""
+    from transformers import trainer as hf_trainer
+
+    hf_trainer.DEFAULT_CALLBACKS.extend(callbacks)
+    try:
+        yield
+    finally:
+        for callback in callbacks:
+            hf_trainer.DEFAULT_CALLBACKS.remove(callback)
 
 
 def train_and_evaluate(
@@ -116,10 +186,12 @@ def train_and_evaluate(
     history_path = os.path.join(run.output_dir, HISTORY_FILE)
     best_dir = os.path.join(run.output_dir, BEST_MODEL)
 
+    # Under torchrun every rank trains, but only the first one writes files and evaluates the best model.
+    main_process = int(os.environ.get("RANK", "0")) == 0
     resumed_from = latest_checkpoint_step(run.checkpoint_dir) if run.resume else None
     best = {"score": float("-inf"), "step": None}
     if resumed_from is not None:
-        _restore_loss_state(loss, run.checkpoint_dir, resumed_from)
+        # The loss's own parameters (the MLP head) come back through st_simcse's LossStateCallback.
         if os.path.isfile(history_path):
             with open(history_path, encoding="utf-8") as handle:
                 saved = json.load(handle)
@@ -130,10 +202,9 @@ def train_and_evaluate(
                 best = {"score": saved["best_score"], "step": saved["best_step"]}
         logger.info(f"Resuming from {run.checkpoint_dir}/checkpoint-{resumed_from}")
     elif run.resume:
-        logger.warning(f"--resume: no checkpoint in {run.checkpoint_dir}, starting from scratch.")
-
-    # Under torchrun every rank trains, but only the first one writes files and evaluates the best model.
-    main_process = int(os.environ.get("RANK", "0")) == 0
+        logger.warning(f"Resume: no checkpoint in {run.checkpoint_dir}, starting from scratch.")
+    if resumed_from is None and main_process:
+        _write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
 
     def on_evaluation(score: float, epoch: int, steps: int) -> None:
         if not main_process:
@@ -142,9 +213,6 @@ def train_and_evaluate(
         for history in (dev_evaluator.history, alignment_evaluator.history):
             if len(history) > 1 and _step_of(history[-1]) == _step_of(history[-2]):
                 del history[-2]
-        head = _loss_state(loss)
-        if head:
-            torch.save(head, _head_path(run.checkpoint_dir, steps))
         if score > best["score"]:
             best.update(score=score, step=steps)
             model.save(best_dir)
@@ -166,34 +234,34 @@ def train_and_evaluate(
         logger.info(f"step 0 (untrained): STS-B dev Spearman {100 * untrained:.2f}")
 
     # Seeded shuffling: model.fit reads the DataLoader once, so the order is fixed by the seed and a resumed run
-    # sees the same batches. (model.fit's Trainer seeds its own RNG and sampler with its default seed.)
+    # sees the same batches. The SeedCallback makes the same seed drive the dropout masks.
     generator = torch.Generator().manual_seed(run.seed)
     loader = DataLoader(dataset, batch_size=run.batch_size, shuffle=True, generator=generator)
     steps_per_epoch = run.max_steps
     epochs = 1 if run.max_steps else run.epochs
     started = time.perf_counter()
-    model.fit(
-        train_objectives=[(loader, loss)],
-        evaluator=dev_evaluator,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        scheduler="WarmupLinear",
-        warmup_steps=0,
-        optimizer_params={"lr": run.learning_rate},
-        weight_decay=0.0,
-        evaluation_steps=run.eval_steps,
-        use_amp=torch.cuda.is_available(),
-        callback=on_evaluation,
-        show_progress_bar=True,
-        checkpoint_path=run.checkpoint_dir,
-        checkpoint_save_steps=run.eval_steps,
-        checkpoint_save_total_limit=1,
-        resume_from_checkpoint=run.resume,
-    )
+    with fit_callbacks(SeedCallback(run.seed)):
+        model.fit(
+            train_objectives=[(loader, loss)],
+            evaluator=dev_evaluator,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            scheduler="WarmupLinear",
+            warmup_steps=0,
+            optimizer_params={"lr": run.learning_rate},
+            weight_decay=0.0,
+            evaluation_steps=run.eval_steps,
+            use_amp=torch.cuda.is_available(),
+            callback=on_evaluation,
+            show_progress_bar=True,
+            checkpoint_path=run.checkpoint_dir,
+            checkpoint_save_steps=run.eval_steps,
+            checkpoint_save_total_limit=1,
+            resume_from_checkpoint=run.resume,
+        )
     train_seconds = time.perf_counter() - started
     if not main_process:
         return {}
-    _prune_head_files(run.checkpoint_dir)
 
     if best["step"] is None:
         raise RuntimeError("No evaluation ran during training, so there is no best checkpoint; lower --eval-steps.")
@@ -245,31 +313,3 @@ def train_and_evaluate(
 def _step_of(entry: dict | tuple) -> int:
     return entry["steps"] if isinstance(entry, dict) else entry[0]
 
-
-def print_table(table: dict[str, float]) -> None:
-    print(" ".join(f"{name:>7}" for name in table))
-    print(" ".join(f"{value:>7.2f}" for value in table.values()))
-
-
-def _loss_state(loss: nn.Module) -> dict[str, torch.Tensor]:
-    """The loss's own parameters (e.g. the MLP head), without those of the model it wraps."""
-    model_tensors = {tensor.data_ptr() for tensor in loss.model.state_dict().values()}
-    return {name: tensor for name, tensor in loss.state_dict().items() if tensor.data_ptr() not in model_tensors}
-
-
-def _restore_loss_state(loss: nn.Module, checkpoint_dir: str, step: int) -> None:
-    if not _loss_state(loss):
-        return
-    path = _head_path(checkpoint_dir, step)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Cannot resume: {path} (the loss's parameters at step {step}) is missing.")
-    loss.load_state_dict(torch.load(path, map_location="cpu"), strict=False)
-
-
-def _prune_head_files(checkpoint_dir: str) -> None:
-    # Drop head files of rotated-away checkpoints, keeping the one the remaining checkpoint needs.
-    step = latest_checkpoint_step(checkpoint_dir)
-    for name in os.listdir(checkpoint_dir):
-        match = re.fullmatch(r"loss_head-(\d+)\.pt", name)
-        if match and int(match.group(1)) != step:
-            os.remove(os.path.join(checkpoint_dir, name))

@@ -76,8 +76,19 @@ def test_nli_csv(tmp_path):
 def test_nli_csv_missing_columns(tmp_path):
     path = tmp_path / "nli.csv"
     path.write_text("premise,hypothesis\na,b\n")
-    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['sent0', 'sent1', 'hard_neg'\]"):
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['sent0', 'sent1'\]"):
         TripletDataset.from_nli_csv(path)
+
+
+def test_nli_csv_with_two_columns_gives_positive_pairs(tmp_path):
+    from st_simcse import PairDataset
+
+    path = tmp_path / "nli.csv"
+    path.write_text("sent0,sent1\nA man smiles.,Someone is happy.\nx,y\n", encoding="utf-8")
+    dataset = TripletDataset.from_nli_csv(path)
+    assert isinstance(dataset, PairDataset) and len(dataset) == 2
+    assert dataset[0].texts == ["A man smiles.", "Someone is happy."]
+    assert dataset.to_hf_dataset().column_names == ["anchor", "positive"]
 
 
 def test_nli_csv_empty_cell(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,6 +20,15 @@ OUTPUTS = ("metrics.json", "dev_curve.png", "align_uniform.png", "dev_history.js
 def run_recipe(recipe: str, *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
     command = [sys.executable, str(REPO / "recipes" / recipe), *arguments]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def file_digests(folder) -> dict[str, str]:
+    """Every file under ``folder`` with the SHA-256 of its bytes."""
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def assert_complete_run(output_dir, built_in_only=True):
@@ -47,6 +57,17 @@ def test_unsup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, train_40k)
     assert metrics["arguments"]["lr"] == 3e-4 and metrics["arguments"]["model"] == splade_tiny
     assert len(model) == 2  # Transformer + Pooling: the training-only MLP head is not in the saved model
     assert "Avg." in result.stdout
+
+    # A finished run is never touched again: --resume says so and changes nothing; a plain rerun is refused.
+    before = file_digests(out)
+    arguments = ["--quick", "--max-steps", "30", "--eval-steps", "10", "--output-dir", str(out)]
+    resumed = run_recipe("unsup_wiki.py", *arguments, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "holds a finished run: nothing to resume, nothing changed" in resumed.stdout
+    assert "Loading weights" not in resumed.stderr  # it stopped before loading a model
+    rerun = run_recipe("unsup_wiki.py", *arguments)
+    assert rerun.returncode != 0 and "already holds a finished run" in rerun.stderr
+    assert file_digests(out) == before
 
 
 @pytest.mark.slow
@@ -77,9 +98,18 @@ def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
         int(name.split("-")[1]) for name in os.listdir(out / "checkpoints") if name.startswith("checkpoint-")
     )
 
-    # Without --resume, the started run is protected.
+    # Without --resume, the started run is protected; a resume with other options is refused before it writes.
+    before = file_digests(out)
     refused = run_recipe("unsup_wiki.py", *arguments)
-    assert refused.returncode != 0 and "Pass --resume" in refused.stderr
+    assert refused.returncode != 0 and "already holds a started run" in refused.stderr
+    assert "--resume" in refused.stderr
+    changed = run_recipe("unsup_wiki.py", *arguments, "--lr", "1e-4", "--resume")
+    assert (
+        changed.returncode != 0
+        and "changes options of the run" in changed.stderr
+        and "lr: 0.0003 -> 0.0001" in (changed.stderr)
+    )
+    assert file_digests(out) == before
 
     resumed = run_recipe("unsup_wiki.py", *arguments, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -90,6 +120,24 @@ def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
     assert steps == list(range(0, 61, 10))  # each evaluation once, the untrained model's (step 0) first
     state = json.loads((out / "checkpoints" / "checkpoint-60" / "trainer_state.json").read_text())
     assert state["global_step"] == 60
+
+
+@pytest.mark.slow
+def test_seed_controls_the_run(tmp_path, splade_tiny, senteval_dir, train_40k):
+    """Same seed, same metrics (CPU); another seed, other metrics."""
+
+    def metrics_of(name: str, seed: int) -> dict:
+        out = tmp_path / name
+        arguments = ["--quick", "--max-steps", "6", "--eval-steps", "3", "--batch-size", "16", "--seed", str(seed)]
+        result = run_recipe("unsup_wiki.py", *arguments, "--output-dir", str(out))
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        return {"test": metrics["test"], "dev": [entry["sts_dev_avg"] for entry in metrics["dev_history"]]}
+
+    first, again, other = metrics_of("a", 1), metrics_of("b", 1), metrics_of("c", 2)
+    assert first == again
+    assert first["dev"][0] == other["dev"][0]  # the untrained model is the same checkpoint
+    assert first["dev"][1:] != other["dev"][1:] and first["test"] != other["test"]
 
 
 def _fails_before_loading(result: subprocess.CompletedProcess, message: str) -> None:
@@ -116,7 +164,7 @@ def test_csv_without_columns(tmp_path, senteval_dir):
     bad = tmp_path / "nli.csv"
     bad.write_text("premise,hypothesis,label\na,b,entailment\n")
     result = run_recipe("sup_nli.py", "--quick", "--train-file", str(bad), "--output-dir", str(tmp_path / "o"))
-    _fails_before_loading(result, "lacks the column(s) ['sent0', 'sent1', 'hard_neg']")
+    _fails_before_loading(result, "lacks the column(s) ['sent0', 'sent1']")
 
 
 def test_senteval_dir_without_tasks(tmp_path, train_40k):

@@ -1,0 +1,145 @@
+"""Checkpointing of the parameters a loss owns (SimCSE's training-only MLP head), so that resuming a
+``SentenceTransformerTrainer`` or ``model.fit`` run restores them exactly.
+
+The Trainer checkpoints only the model (``model.save_pretrained``), the optimizer, the scheduler and the RNG
+states; a loss-owned module would restart from a fresh initialisation on resume while its optimizer state is
+restored. :class:`LossStateCallback` closes that gap: it writes the loss-owned tensors into every checkpoint
+folder as ``loss_state.safetensors`` and loads them back when a run resumes. Importing ``st_simcse`` adds it to
+transformers' default callbacks, so every Trainer (the one behind ``model.fit`` included) carries it without a
+user step; a resume from a checkpoint that lacks the file is refused with an error instead of continuing with a
+random head.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import weakref
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+LOSS_STATE_FILE = "loss_state.safetensors"
+
+# Losses that own tensors of their own, in creation order (weak: a loss that is gone is forgotten).
+_owners: list[weakref.ref[nn.Module]] = []
+
+
+def register_loss_state(loss: nn.Module) -> None:
+    """Let :class:`LossStateCallback` checkpoint ``loss``'s own tensors (see :func:`loss_owned_state`)."""
+    _owners[:] = [ref for ref in _owners if ref() is not None]
+    _owners.append(weakref.ref(loss))
+
+
+def loss_owned_state(loss: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of ``loss.state_dict()`` that belong to the loss itself, not to the model it wraps."""
+    return {name: tensor for name, tensor in loss.state_dict().items() if not name.startswith("model.")}
+
+
+def _unwrap(model: Any) -> Any:
+    # DDP (``.module``) and torch.compile (``._orig_mod``) wrap the model the loss holds.
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "_orig_mod", None) or model.module
+    return model
+
+
+def _trained_owners(model: Any, optimizer: Any) -> list[nn.Module]:
+    """The registered losses that this run trains: same model, and their own parameters are being optimised."""
+    optimised = {id(p) for group in getattr(optimizer, "param_groups", []) for p in group["params"]}
+    owners = []
+    for ref in _owners:
+        loss = ref()
+        if loss is None or _unwrap(loss.model) is not _unwrap(model):
+            continue
+        own_parameters = [p for name, p in loss.named_parameters() if not name.startswith("model.")]
+        if not own_parameters or any(id(p) in optimised for p in own_parameters):
+            owners.append(loss)
+    return owners
+
+
+def save_loss_state(losses: list[nn.Module], folder: str) -> None:
+    """Write the own tensors of ``losses`` to ``folder/loss_state.safetensors`` (write-then-rename)."""
+    tensors = {
+        f"{index}.{name}": tensor.detach().contiguous().cpu()
+        for index, loss in enumerate(losses)
+        for name, tensor in loss_owned_state(loss).items()
+    }
+    metadata = {"losses": json.dumps([type(loss).__name__ for loss in losses])}
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOSS_STATE_FILE)
+    save_file(tensors, f"{path}.tmp", metadata=metadata)
+    os.replace(f"{path}.tmp", path)
+
+
+def load_loss_state(losses: list[nn.Module], folder: str) -> None:
+    """Restore the own tensors of ``losses`` from ``folder/loss_state.safetensors``, exactly."""
+    path = os.path.join(folder, LOSS_STATE_FILE)
+    if not os.path.isfile(path):
+        names = ", ".join(type(loss).__name__ for loss in losses)
+        raise FileNotFoundError(
+            f"Cannot resume from {folder}: it holds no {LOSS_STATE_FILE}, so the parameters that {names} owns "
+            "(e.g. SimCSE's training-only MLP head) would restart from a random initialisation. The checkpoint was "
+            "written without st_simcse imported (or its run was killed while saving it). Resume from a checkpoint "
+            "that has the file, or start the run afresh."
+        )
+    saved = load_file(path)
+    for index, loss in enumerate(losses):
+        own = loss_owned_state(loss)
+        state = {name: saved.get(f"{index}.{name}") for name in own}
+        missing = [name for name, tensor in state.items() if tensor is None]
+        if missing:
+            raise ValueError(
+                f"{path} does not match the loss being trained: {type(loss).__name__} has no saved {missing}. "
+                "Resume with the same loss configuration (e.g. the same mlp_head setting) as the checkpointed run."
+            )
+        for name, tensor in own.items():
+            tensor.data.copy_(state[name])
+
+
+class LossStateCallback(TrainerCallback):
+    """Saves the tensors that st_simcse losses own into each Trainer checkpoint and restores them on resume.
+
+    It finds the losses itself: every st_simcse loss with tensors of its own registers at construction, and the
+    callback takes those that hold the Trainer's model and whose parameters the optimizer updates. Importing
+    ``st_simcse`` adds this callback to transformers' default callbacks; passing it explicitly
+    (``callbacks=[LossStateCallback()]``) is harmless.
+    """
+
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if state.global_step == 0:
+            return  # a fresh run: nothing to restore
+        losses = _trained_owners(model, optimizer)
+        if losses:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            load_loss_state(losses, folder)
+            logger.info(f"Restored the loss-owned parameters of {len(losses)} loss(es) from {folder}")
+
+    def on_save(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        losses = _trained_owners(model, optimizer)
+        if losses:
+            save_loss_state(losses, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+
+
+def install_default_callback() -> None:
+    """Add :class:`LossStateCallback` to transformers' default callbacks (once), so that every Trainer, including
+    the one ``model.fit`` builds, checkpoints loss-owned parameters without a user step."""
+    from transformers import trainer as hf_trainer
+
+    defaults = getattr(hf_trainer, "DEFAULT_CALLBACKS", None)
+    if not isinstance(defaults, list):
+        logger.warning(
+            "st_simcse could not register LossStateCallback with this transformers version: pass "
+            "callbacks=[st_simcse.LossStateCallback()] to SentenceTransformerTrainer so that resuming restores the "
+            "loss's MLP head."
+        )
+        return
+    if LossStateCallback not in defaults:
+        defaults.append(LossStateCallback)

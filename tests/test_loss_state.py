@@ -1,0 +1,148 @@
+"""Resuming a run restores the loss-owned MLP head exactly, through SentenceTransformerTrainer and model.fit, and one
+seed drives every random draw of model.fit (dropout included)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import sentences
+from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from torch.utils.data import DataLoader
+
+from st_simcse import DuplicateInputDataset, SimCSELoss, build_model
+from st_simcse.loss_state import LOSS_STATE_FILE
+from st_simcse.training import SeedCallback, fit_callbacks
+
+STEPS, CHECKPOINT_STEP, BATCH = 20, 10, 16
+TRAIN = sentences(STEPS * BATCH, seed=3)
+
+
+def _model_and_loss(model_dir: str, init_seed: int):
+    torch.manual_seed(init_seed)
+    model = build_model(model_dir, pooling="cls", max_seq_length=32)
+    return model, SimCSELoss(model, mlp_head=True)
+
+
+def _weights(model, loss) -> dict[str, torch.Tensor]:
+    state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    state.update({f"head.{k}": v.detach().clone() for k, v in loss.mlp.state_dict().items()})
+    return state
+
+
+def _assert_equal_weights(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def _train_with_trainer(model, loss, output_dir, resume=None):
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=BATCH,
+        max_steps=STEPS,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        weight_decay=0.0,
+        save_strategy="steps",
+        save_steps=CHECKPOINT_STEP,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    dataset = DuplicateInputDataset(TRAIN).to_hf_dataset()
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def _assert_checkpoint_holds_builtin_model_and_head(checkpoint) -> None:
+    assert (checkpoint / LOSS_STATE_FILE).is_file()
+    modules = json.loads((checkpoint / "modules.json").read_text())
+    assert all(module["type"].startswith("sentence_transformers.") for module in modules)
+
+
+@pytest.mark.slow
+def test_trainer_resume_restores_head_bit_exactly(tmp_path, tiny_bert_dir):
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    _train_with_trainer(model, loss, tmp_path / "straight")
+    uninterrupted = _weights(model, loss)
+
+    # The same run "interrupted" after its step-10 checkpoint: drop what came later, resume in a fresh process
+    # state. The fresh head is initialised differently, so only a restored head can match.
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    _train_with_trainer(model, loss, tmp_path / "interrupted")
+    shutil.rmtree(tmp_path / "interrupted" / f"checkpoint-{STEPS}")
+    checkpoint = tmp_path / "interrupted" / f"checkpoint-{CHECKPOINT_STEP}"
+    _assert_checkpoint_holds_builtin_model_and_head(checkpoint)
+
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=1)
+    fresh_head = loss.mlp.dense.weight.detach().clone()
+    trainer = _train_with_trainer(model, loss, tmp_path / "interrupted", resume=True)
+    assert trainer.state.global_step == STEPS
+    assert not torch.equal(fresh_head, uninterrupted["head.dense.weight"])
+    _assert_equal_weights(_weights(model, loss), uninterrupted)
+
+
+@pytest.mark.slow
+def test_trainer_resume_without_saved_head_is_refused(tmp_path, tiny_bert_dir):
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    _train_with_trainer(model, loss, tmp_path / "run")
+    shutil.rmtree(tmp_path / "run" / f"checkpoint-{STEPS}")
+    (tmp_path / "run" / f"checkpoint-{CHECKPOINT_STEP}" / LOSS_STATE_FILE).unlink()
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    head_before = loss.mlp.dense.weight.detach().clone()
+    with pytest.raises(FileNotFoundError, match="holds no loss_state.safetensors"):
+        _train_with_trainer(model, loss, tmp_path / "run", resume=True)
+    assert torch.equal(head_before, loss.mlp.dense.weight)
+
+
+def _fit(model, loss, checkpoint_dir, resume=False, seed=None):
+    loader = DataLoader(DuplicateInputDataset(TRAIN), batch_size=BATCH, shuffle=False)
+    arguments = dict(
+        epochs=1,
+        steps_per_epoch=STEPS,
+        warmup_steps=0,
+        optimizer_params={"lr": 1e-3},
+        weight_decay=0.0,
+        show_progress_bar=False,
+        checkpoint_path=str(checkpoint_dir),
+        checkpoint_save_steps=CHECKPOINT_STEP,
+        resume_from_checkpoint=resume,
+    )
+    if seed is None:
+        model.fit(train_objectives=[(loader, loss)], **arguments)
+    else:
+        with fit_callbacks(SeedCallback(seed)):
+            model.fit(train_objectives=[(loader, loss)], **arguments)
+
+
+@pytest.mark.slow
+def test_model_fit_resume_restores_head_bit_exactly(tmp_path, tiny_bert_dir):
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    _fit(model, loss, tmp_path / "straight")
+    uninterrupted = _weights(model, loss)
+
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    _fit(model, loss, tmp_path / "interrupted")
+    shutil.rmtree(tmp_path / "interrupted" / f"checkpoint-{STEPS}")
+    _assert_checkpoint_holds_builtin_model_and_head(tmp_path / "interrupted" / f"checkpoint-{CHECKPOINT_STEP}")
+
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=1)
+    _fit(model, loss, tmp_path / "interrupted", resume=True)
+    _assert_equal_weights(_weights(model, loss), uninterrupted)
+
+
+@pytest.mark.slow
+def test_seed_callback_drives_dropout_under_model_fit(tmp_path, tiny_bert_dir):
+    """Same initial weights and batch order in every run: only the dropout masks can differ, and they follow
+    the seed (without the callback model.fit's Trainer would seed 42 every time)."""
+    finals = {}
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+        _fit(model, loss, tmp_path / name, seed=seed)
+        finals[name] = _weights(model, loss)
+    _assert_equal_weights(finals["a"], finals["b"])
+    assert not torch.equal(finals["a"]["head.dense.weight"], finals["c"]["head.dense.weight"])

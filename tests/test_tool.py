@@ -1,0 +1,105 @@
+"""st_simcse.SimCSE: the paper's `simcse` tool API (encode, similarity, build_index, search) on the testbed."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from st_simcse import SimCSE, read_sentences
+
+HAS_FAISS = importlib.util.find_spec("faiss") is not None
+
+
+@pytest.fixture(scope="module")
+def tool(splade_tiny):
+    # splade-tiny has no trained pooler, so the [CLS] of the last layer (the unsupervised models' pooler).
+    return SimCSE(splade_tiny, device="cpu", pooler="cls_before_pooler")
+
+
+@pytest.fixture(scope="module")
+def corpus(train_40k):
+    sentences, _ = read_sentences(train_40k)
+    return sentences[:300]
+
+
+def test_default_pooler_refuses_a_checkpoint_without_pooler(splade_tiny):
+    with pytest.raises(ValueError, match="no trained pooler weights"):
+        SimCSE(splade_tiny, device="cpu")  # no "unsup" in the name: cls, which needs pooler weights
+
+
+def test_encode_types_and_shapes(tool):
+    vector = tool.encode("a man plays a guitar")
+    assert isinstance(vector, torch.Tensor) and vector.shape == (128,)
+    assert torch.linalg.vector_norm(vector).item() == pytest.approx(1.0, abs=1e-5)
+    assert tool.encode("a man plays a guitar", keepdim=True).shape == (1, 128)
+    matrix = tool.encode(["a man plays a guitar", "a dog runs"], return_numpy=True)
+    assert isinstance(matrix, np.ndarray) and matrix.shape == (2, 128)
+    raw = tool.encode(["a man plays a guitar"], normalize_to_unit=False)
+    assert torch.linalg.vector_norm(raw[0]).item() > 1.5  # splade-tiny's [CLS] is far from unit length
+    torch.testing.assert_close(raw[0] / raw[0].norm(), vector)
+
+
+def test_similarity_types(tool):
+    single = tool.similarity("a man plays a guitar", "a man plays the guitar")
+    assert isinstance(single, float) and -1.0 <= single <= 1.0
+    row = tool.similarity("a man plays a guitar", ["a dog runs", "a man plays the guitar"])
+    assert isinstance(row, np.ndarray) and row.shape == (2,)
+    matrix = tool.similarity(["a", "b", "c"], ["x", "y"])
+    assert matrix.shape == (3, 2)
+    keys = tool.encode(["a dog runs", "a man plays the guitar"], return_numpy=True)
+    np.testing.assert_allclose(tool.similarity("a man plays a guitar", keys), row, atol=1e-6)
+    assert single == pytest.approx(float(tool.encode("a man plays a guitar") @ tool.encode("a man plays the guitar")))
+
+
+def test_search_results_exact(tool, corpus):
+    tool.build_index(corpus, use_faiss=False)
+    assert not tool.is_faiss_index
+    queries = corpus[:3]
+    results = tool.search(queries, threshold=0.0, top_k=4)
+    assert len(results) == 3
+    for query, hits in zip(queries, results):
+        assert len(hits) == 4 and hits[0][0] == query and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+        assert [score for _, score in hits] == sorted((score for _, score in hits), reverse=True)
+    single = tool.search(corpus[0], threshold=0.0, top_k=2)
+    assert isinstance(single, list) and isinstance(single[0], tuple) and single[0][0] == corpus[0]
+    strict = tool.search(corpus[0], threshold=0.999, top_k=5)
+    assert all(score >= 0.999 for _, score in strict)
+    # The scores are the cosine similarities.
+    assert single[1][1] == pytest.approx(tool.similarity(corpus[0], single[1][0]), abs=1e-5)
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed (pip install 'st-simcse[faiss]'); exact half only")
+def test_search_with_faiss_returns_the_exact_results(tool, corpus):
+    queries = corpus[10:20]
+    tool.build_index(corpus, use_faiss=False)
+    exact = tool.search(queries, threshold=0.5, top_k=5)
+    tool.build_index(corpus, use_faiss=True)
+    assert tool.is_faiss_index
+    with_faiss = tool.search(queries, threshold=0.5, top_k=5)
+    assert [[s for s, _ in hits] for hits in with_faiss] == [[s for s, _ in hits] for hits in exact]
+    for hits_faiss, hits_exact in zip(with_faiss, exact):
+        np.testing.assert_allclose([s for _, s in hits_faiss], [s for _, s in hits_exact], atol=1e-5)
+    tool.build_index(corpus, use_faiss=True, faiss_fast=True)  # IVF with num_cells cells: runs, best hit is itself
+    assert all(hits[0][0] == query for query, hits in zip(queries, tool.search(queries, threshold=0.0)))
+
+
+def test_build_index_from_file(tool, tmp_path, corpus):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(corpus[:50]) + "\n", encoding="utf-8")
+    tool.build_index(str(path), use_faiss=False)
+    assert tool.index["sentences"] == corpus[:50]
+
+
+def test_bad_input(splade_tiny, tmp_path):
+    fresh = SimCSE(splade_tiny, device="cpu", pooler="cls_before_pooler")
+    with pytest.raises(RuntimeError, match="call build_index"):
+        fresh.search("a man plays a guitar")
+    with pytest.raises(ValueError, match="sentence is empty"):
+        fresh.encode([])
+    with pytest.raises(ValueError, match="The corpus is empty"):
+        fresh.build_index([])
+    with pytest.raises(FileNotFoundError, match="Corpus file not found"):
+        fresh.build_index(str(tmp_path / "missing.txt"))
