@@ -183,7 +183,8 @@ def test_shared_senteval_pair_counts(senteval_dir):
 def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, splade_tiny, senteval_dir):
     """The untrained testbed's [CLS] numbers, measured with SentEval (shared README): STS-B 57.66, avg 57.19."""
     tables = []
-    for run in range(2):
+    # The sentence-transformers Pooling("cls") and the reference evaluation's cls_before_pooler are the same pooler.
+    for run, pooler in enumerate((["--pooling", "cls"], ["--pooler", "cls_before_pooler"])):
         out = tmp_path / f"run{run}.json"
         command = [
             sys.executable,
@@ -192,8 +193,7 @@ def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, s
             splade_tiny,
             "--senteval-dir",
             senteval_dir,
-            "--pooling",
-            "cls",
+            *pooler,
             "--output",
             str(out),
         ]
@@ -204,3 +204,12 @@ def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, s
     assert tables[0] == tables[1]
     assert tables[0]["STS-B"] == pytest.approx(57.66, abs=0.02)
     assert tables[0]["Avg."] == pytest.approx(57.19, abs=0.02)
+
+
+def test_cli_refuses_a_pooling_for_a_saved_model(tmp_path, tiny_model, senteval_dir):
+    tiny_model.save(str(tmp_path / "saved"))
+    command = [sys.executable, "-m", "st_simcse.evaluate", str(tmp_path / "saved"), "--pooling", "mean"]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 2
+    assert "is a saved SentenceTransformer, which pools with its own modules" in completed.stderr
+    assert "Traceback" not in completed.stderr

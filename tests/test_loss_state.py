@@ -64,26 +64,28 @@ def _assert_checkpoint_holds_builtin_model_and_head(checkpoint) -> None:
     assert all(module["type"].startswith("sentence_transformers.") for module in modules)
 
 
-@pytest.mark.slow
-def test_trainer_resume_restores_head_bit_exactly(tmp_path, tiny_bert_dir):
-    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
-    _train_with_trainer(model, loss, tmp_path / "straight")
+def _assert_resume_equals_uninterrupted(train, model_dir, tmp_path) -> None:
+    """``train(model, loss, folder, resume)`` runs STEPS steps with a checkpoint every CHECKPOINT_STEP."""
+    model, loss = _model_and_loss(model_dir, init_seed=0)
+    train(model, loss, tmp_path / "straight", None)
     uninterrupted = _weights(model, loss)
 
-    # The same run "interrupted" after its step-10 checkpoint: drop what came later, resume in a fresh process
-    # state. The fresh head is initialised differently, so only a restored head can match.
-    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
-    _train_with_trainer(model, loss, tmp_path / "interrupted")
+    # The same run "interrupted" after its step-10 checkpoint: drop what came later, resume with a fresh model and
+    # loss. The fresh head is initialised differently, so only a restored head can match.
+    model, loss = _model_and_loss(model_dir, init_seed=0)
+    train(model, loss, tmp_path / "interrupted", None)
     shutil.rmtree(tmp_path / "interrupted" / f"checkpoint-{STEPS}")
-    checkpoint = tmp_path / "interrupted" / f"checkpoint-{CHECKPOINT_STEP}"
-    _assert_checkpoint_holds_builtin_model_and_head(checkpoint)
+    _assert_checkpoint_holds_builtin_model_and_head(tmp_path / "interrupted" / f"checkpoint-{CHECKPOINT_STEP}")
 
-    model, loss = _model_and_loss(tiny_bert_dir, init_seed=1)
-    fresh_head = loss.mlp.dense.weight.detach().clone()
-    trainer = _train_with_trainer(model, loss, tmp_path / "interrupted", resume=True)
-    assert trainer.state.global_step == STEPS
-    assert not torch.equal(fresh_head, uninterrupted["head.dense.weight"])
+    model, loss = _model_and_loss(model_dir, init_seed=1)
+    assert not torch.equal(loss.mlp.dense.weight, uninterrupted["head.dense.weight"])
+    train(model, loss, tmp_path / "interrupted", True)
     _assert_equal_weights(_weights(model, loss), uninterrupted)
+
+
+@pytest.mark.slow
+def test_trainer_resume_restores_head_bit_exactly(tmp_path, tiny_bert_dir):
+    _assert_resume_equals_uninterrupted(_train_with_trainer, tiny_bert_dir, tmp_path)
 
 
 @pytest.mark.slow
@@ -121,18 +123,10 @@ def _fit(model, loss, checkpoint_dir, resume=False, seed=None):
 
 @pytest.mark.slow
 def test_model_fit_resume_restores_head_bit_exactly(tmp_path, tiny_bert_dir):
-    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
-    _fit(model, loss, tmp_path / "straight")
-    uninterrupted = _weights(model, loss)
+    def train(model, loss, folder, resume):
+        _fit(model, loss, folder, resume=bool(resume))
 
-    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
-    _fit(model, loss, tmp_path / "interrupted")
-    shutil.rmtree(tmp_path / "interrupted" / f"checkpoint-{STEPS}")
-    _assert_checkpoint_holds_builtin_model_and_head(tmp_path / "interrupted" / f"checkpoint-{CHECKPOINT_STEP}")
-
-    model, loss = _model_and_loss(tiny_bert_dir, init_seed=1)
-    _fit(model, loss, tmp_path / "interrupted", resume=True)
-    _assert_equal_weights(_weights(model, loss), uninterrupted)
+    _assert_resume_equals_uninterrupted(train, tiny_bert_dir, tmp_path)
 
 
 @pytest.mark.slow

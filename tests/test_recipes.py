@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -77,6 +78,23 @@ def test_sup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, nli_triplets
     assert result.returncode == 0, result.stderr[-3000:]
     metrics, model = assert_complete_run(out)
     assert len(model) == 3 and type(model[2]).__name__ == "Dense"  # the MLP is kept at test time
+
+
+@pytest.mark.slow
+def test_sup_recipe_accepts_positive_pairs(tmp_path, splade_tiny, senteval_dir, nli_triplets):
+    """A two-column sent0,sent1 csv (positives without hard negatives) trains, as in the reference code."""
+    pairs = tmp_path / "pairs.csv"
+    with open(nli_triplets, newline="", encoding="utf-8") as source, open(pairs, "w", newline="") as target:
+        rows = list(csv.reader(source))[:401]
+        csv.writer(target).writerows(row[:2] for row in rows)
+    assert pairs.read_text().splitlines()[0] == "sent0,sent1"
+    out = tmp_path / "sup-pairs"
+    arguments = ["--quick", "--train-file", str(pairs), "--max-steps", "4", "--eval-steps", "2", "--batch-size", "32"]
+    result = run_recipe("sup_nli.py", *arguments, "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "400 training pairs (no hard negatives)" in result.stdout
+    metrics, _ = assert_complete_run(out)
+    assert [entry["steps"] for entry in metrics["dev_history"]] == [0, 2, 4]
 
 
 @pytest.mark.slow

@@ -55,7 +55,8 @@ def _assert_trained_and_saved(model, loss, head_before, before, after, tmp_path)
 
 
 @pytest.mark.slow
-def test_model_fit_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
+def test_model_fit_trains_encoder_and_mlp_head(tmp_path, monkeypatch, splade_tiny, corpus):
+    monkeypatch.chdir(tmp_path)  # without a checkpoint_path, model.fit's Trainer creates ./checkpoints/model
     train, held_out = corpus
     model, loss, head_before, before = _fresh_model_and_loss(splade_tiny, held_out)
     loader = DataLoader(DuplicateInputDataset(train), batch_size=32, shuffle=True)
