@@ -1,10 +1,11 @@
 """Unsupervised SimCSE (recipes/unsup_wiki.py --quick) against sentence-transformers' MultipleNegativesRankingLoss
-trained with identical settings ([CLS] pooling, no MLP, scale 20 = 1 / 0.05), seed by seed, on the offline testbed.
+trained with identical settings (the recipe's own code path with --loss mnrl: [CLS] pooling, no MLP, scale 20 =
+1 / 0.05), seed by seed, on the offline testbed.
 
     python benchmarks/unsup_vs_mnrl.py [--seeds 42 43 44] [--output-dir output/bench-unsup]
 
-Both variants go through the same model.fit loop, dev selection every 125 steps and 7-task STS evaluation, and
-are interleaved seed by seed. Prints per-seed rows, mean +- std and wall time.
+Both variants run the recipe's main() (model.fit, dev selection every 125 steps, 7-task STS evaluation) and are
+interleaved seed by seed. Prints per-seed rows, mean +- std and wall time.
 """
 
 from __future__ import annotations
@@ -16,29 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import unsup_wiki  # noqa: E402
 
-from st_simcse import DuplicateInputDataset, SimCSELoss, build_model  # noqa: E402
-from st_simcse.cli import checked_training_run  # noqa: E402
-from st_simcse.training import train_and_evaluate  # noqa: E402
 
-
-def run_variant(name: str, seed: int, output_dir: Path) -> dict:
-    args = unsup_wiki.parse_args(["--quick", "--seed", str(seed), "--output-dir", str(output_dir / f"{name}-{seed}")])
-    run = checked_training_run(args)
-    dataset = DuplicateInputDataset.from_text_file(args.train_file)
-    torch.manual_seed(seed)
-    model = build_model(args.model, pooling="cls", max_seq_length=args.max_seq_length, dropout=args.dropout)
-    if name == "simcse":
-        loss = SimCSELoss(model, temperature=args.temperature, mlp_head=True)  # the recipe's paper setting
-    else:
-        loss = MultipleNegativesRankingLoss(model, scale=1 / args.temperature)
+def run_variant(loss: str, seed: int, output_dir: Path) -> dict:
     started = time.perf_counter()
-    metrics = train_and_evaluate(model, loss, dataset, run)
+    argv = ["--quick", "--loss", loss, "--seed", str(seed), "--output-dir", str(output_dir / f"{loss}-{seed}")]
+    metrics = unsup_wiki.main(argv)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 1)
     return metrics
 

@@ -2,74 +2,81 @@
 
 NLI triplets (premise, entailment, contradiction): the entailment is the positive, the contradiction a hard
 negative, and all other positives and hard negatives of the batch are negatives too. A csv with only
-``sent0,sent1`` trains on the positive pairs alone, as the reference code does. The MLP over [CLS] is kept
-at test time, as in the paper, so it is a built-in Dense(tanh) module of the saved model. ``--quick`` runs a
-short offline version on a small SNLI triplet set:
+``sent0,sent1`` trains on the positive pairs alone, as the reference code does. The MLP over [CLS] is kept at test
+time, as in the paper, so it is a built-in Dense(tanh) module of the saved model. ``--quick`` runs a short offline
+version on a small SNLI triplet set:
 
     python recipes/sup_nli.py --quick
+
+Outputs go to --output-dir (default output/sup-simcse/): the best model, metrics.json, dev_curve.png,
+align_uniform.png, checkpoints/, arguments.json and run.log.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-
+import testbed
 from transformers import set_seed
 
 from st_simcse import SimCSELoss, TripletDataset, build_model, resolve_training_file
 from st_simcse.cli import (
-    SHARED,
-    TESTBED_MODEL,
-    TESTBED_SENTEVAL,
-    add_common_arguments,
+    build_parser,
     checked_training_run,
+    knob,
     launched_on_several_devices,
+    log_to_file,
     parse_recipe_arguments,
     report_finished,
+    report_results,
+    run_main,
 )
 from st_simcse.training import train_and_evaluate
 
-# The paper's supervised BERT-base setting (its Appendix A and run_sup_example.sh).
-PAPER = {
-    "model": "bert-base-uncased",
-    "train_file": "nli_for_simcse.csv",
-    "batch_size": 512,
-    "lr": 5e-5,
-    "epochs": 3,
-    "mlp": "[CLS] with an MLP, kept at test time",
-    "output_dir": "output/sup-simcse",
-}
-# The offline testbed: 6k SNLI triplets, so smaller batches (more steps) and the tiny model's higher rate.
+# The paper's supervised BERT-base setting (its Appendix A and run_sup_example.sh); `--help` says what each does.
+KNOBS = [
+    knob("model", "bert-base-uncased"),
+    knob("train_file", "nli_for_simcse.csv", "csv with sent0,sent1,hard_neg (or sent0,sent1) and a header"),
+    knob("senteval_dir", None, type=str),
+    knob("pooling", "cls"),
+    knob("mlp", True, "an MLP (Dense + tanh) over the pooled embedding, kept in the saved model"),
+    knob("temperature", 0.05),
+    knob("hard_negative_weight", 0.0, "log-weight added to each anchor's own hard-negative logit; 0 is alpha = 1"),
+    knob("dropout", 0.1),
+    knob("max_seq_length", 32),
+    knob("batch_size", 512),
+    knob("lr", 5e-5),
+    knob("scheduler", "WarmupLinear"),
+    knob("warmup_steps", 0),
+    knob("weight_decay", 0.0),
+    knob("max_grad_norm", 1.0),
+    knob("amp", "auto"),
+    knob("attention", "auto"),
+    knob("epochs", 3),
+    knob("max_steps", None),
+    knob("eval_steps", 125),
+    knob("eval_batch_size", 128),
+    knob("seed", 42),
+    knob("output_dir", "output/sup-simcse"),
+]
+# The offline testbed (--quick): 6k SNLI triplets, so smaller batches (more steps) and the tiny model's higher rate.
 QUICK = {
-    "model": TESTBED_MODEL,
-    "train_file": str(SHARED / "data" / "nli" / "snli_triplets.csv"),
-    "senteval_dir": TESTBED_SENTEVAL,
+    "model": testbed.MODEL,
+    "train_file": testbed.NLI_TRAIN_FILE,
+    "senteval_dir": testbed.SENTEVAL,
     "batch_size": 128,
     "lr": 3e-4,
     "eval_steps": 25,
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, PAPER)
-    parser.add_argument(
-        "--hard-negative-weight",
-        type=float,
-        default=0.0,
-        help="log-weight added to each anchor's own hard-negative logit; 0 means alpha = 1 (paper: 0)",
-    )
-    return parse_recipe_arguments(parser, argv, QUICK)
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    args = parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv)
 
-    # 1. Check every input before loading the model.
+    # 1. Check every input before loading the model, and write nothing for a run that is already finished.
     run = checked_training_run(args)
     if run.resume and run.finished:
         return report_finished(run)
     dataset = TripletDataset.from_nli_csv(resolve_training_file(args.train_file))
+    log_path = log_to_file(args.output_dir)
     kind = "triplets" if isinstance(dataset, TripletDataset) else "pairs (no hard negatives)"
     print(f"{len(dataset)} training {kind}")
 
@@ -79,8 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.model,
         pooling=args.pooling,
         max_seq_length=args.max_seq_length,
-        mlp_in_model=not args.no_mlp,
+        mlp_in_model=args.mlp,
         dropout=args.dropout,
+        attention=args.attention,
     )
     # Under torchrun every device's anchors also see the other devices' positives and hard negatives.
     loss = SimCSELoss(
@@ -91,8 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # 3. Train, keep the best STS-B dev checkpoint, evaluate it on the 7 STS tasks.
-    return train_and_evaluate(model, loss, dataset, run)
+    metrics = train_and_evaluate(model, loss, dataset, run)
+    if metrics:
+        report_results(metrics, run, log_path)
+    return metrics
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

@@ -5,78 +5,120 @@ which makes the positive pair, and the other sentences of the batch are the nega
 paper's BERT-base run; ``--quick`` runs the same pipeline offline on the small testbed in a few minutes on CPU:
 
     python recipes/unsup_wiki.py --quick
+
+Outputs go to --output-dir (default output/unsup-simcse/, about 70 MB with its checkpoints): the best model,
+metrics.json, dev_curve.png, align_uniform.png, checkpoints/, arguments.json and run.log.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+import testbed
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from torch import nn
 from transformers import set_seed
 
 from st_simcse import DuplicateInputDataset, SimCSELoss, build_model, resolve_training_file
 from st_simcse.cli import (
-    SHARED,
-    TESTBED_MODEL,
-    TESTBED_SENTEVAL,
-    add_common_arguments,
+    build_parser,
     checked_training_run,
+    knob,
     launched_on_several_devices,
+    log_to_file,
     parse_recipe_arguments,
     report_finished,
+    report_results,
+    run_main,
 )
 from st_simcse.training import train_and_evaluate
 
-# The paper's unsupervised BERT-base setting (its Appendix A and run_unsup_example.sh). Not set here, because they
-# are the recipe's fixed choices: no warmup, weight decay 0, linear decay, max_grad_norm 1, fp16 autocast on a GPU.
-PAPER = {
-    "model": "bert-base-uncased",
-    "train_file": "wiki1m_for_simcse.txt",
-    "batch_size": 64,
-    "lr": 3e-5,
-    "epochs": 1,
-    "mlp": "[CLS] with an MLP used in training only",
-    "output_dir": "output/unsup-simcse",
-}
-# The offline testbed: the tiny encoder needs a 10x higher learning rate than bert-base.
+# The paper's unsupervised BERT-base setting (its Appendix A and run_unsup_example.sh); `--help` says what each does.
+KNOBS = [
+    knob("model", "bert-base-uncased"),
+    knob("train_file", "wiki1m_for_simcse.txt", "training sentences, one per line (the paper's file by its name)"),
+    knob("senteval_dir", None, type=str),
+    knob(
+        "loss",
+        "simcse",
+        "simcse: SimCSELoss; mnrl: sentence-transformers' MultipleNegativesRankingLoss with "
+        "the same temperature and no MLP, for comparison",
+        choices=("simcse", "mnrl"),
+    ),
+    knob("pooling", "cls"),
+    knob("mlp", True, "train with the MLP over the pooled embedding; it is dropped from the saved model"),
+    knob("temperature", 0.05),
+    knob("dropout", 0.1),  # the noise that makes the positive pair
+    knob("max_seq_length", 32),
+    knob("batch_size", 64),
+    knob("lr", 3e-5),
+    knob("scheduler", "WarmupLinear"),
+    knob("warmup_steps", 0),
+    knob("weight_decay", 0.0),
+    knob("max_grad_norm", 1.0),
+    knob("amp", "auto"),
+    knob("attention", "auto"),
+    knob("epochs", 1),
+    knob("max_steps", None),
+    knob("eval_steps", 125),
+    knob("eval_batch_size", 128),
+    knob("seed", 42),
+    knob("output_dir", "output/unsup-simcse"),
+]
+# The offline testbed (--quick): the tiny encoder needs a 10x higher learning rate than bert-base.
 QUICK = {
-    "model": TESTBED_MODEL,
-    "train_file": str(SHARED / "data" / "unsup" / "train_40k.txt"),
-    "senteval_dir": TESTBED_SENTEVAL,
+    "model": testbed.MODEL,
+    "train_file": testbed.UNSUP_TRAIN_FILE,
+    "senteval_dir": testbed.SENTEVAL,
     "lr": 3e-4,
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser, PAPER)
-    return parse_recipe_arguments(parser, argv, QUICK)
+    return parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv)
+
+
+def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer, nn.Module]:
+    """Encoder with [CLS] pooling; the MLP lives in the loss, so the saved model is the encoder + pooling only."""
+    set_seed(args.seed)
+    model = build_model(
+        args.model,
+        pooling=args.pooling,
+        max_seq_length=args.max_seq_length,
+        dropout=args.dropout,
+        attention=args.attention,
+    )
+    # Under torchrun every device's anchors also see the other devices' positives (see README, multi-GPU).
+    several_devices = launched_on_several_devices()
+    if args.loss == "mnrl":
+        return model, MultipleNegativesRankingLoss(
+            model, scale=1 / args.temperature, gather_across_devices=several_devices
+        )
+    loss = SimCSELoss(model, temperature=args.temperature, mlp_head=args.mlp, gather_across_devices=several_devices)
+    return model, loss
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
 
-    # 1. Check every input before loading the model.
-    run = checked_training_run(args, loss_owns_state=not args.no_mlp)
+    # 1. Check every input before loading the model, and write nothing for a run that is already finished.
+    run = checked_training_run(args, loss_owns_state=args.loss == "simcse" and args.mlp)
     if run.resume and run.finished:
         return report_finished(run)
     dataset = DuplicateInputDataset.from_text_file(resolve_training_file(args.train_file))
+    log_path = log_to_file(args.output_dir)
     print(f"{len(dataset)} training sentences ({dataset.skipped_blank_lines} blank lines skipped)")
 
-    # 2. Encoder: [CLS] pooling; the MLP lives in the loss, so the saved model is the encoder + pooling only.
-    set_seed(args.seed)
-    model = build_model(args.model, pooling=args.pooling, max_seq_length=args.max_seq_length, dropout=args.dropout)
-    # Under torchrun every device's anchors also see the other devices' positives (see README, multi-GPU).
-    loss = SimCSELoss(
-        model,
-        temperature=args.temperature,
-        mlp_head=not args.no_mlp,
-        gather_across_devices=launched_on_several_devices(),
-    )
+    # 2. The encoder and the loss.
+    model, loss = build_model_and_loss(args)
 
     # 3. Train, keep the best STS-B dev checkpoint, evaluate it on the 7 STS tasks.
-    return train_and_evaluate(model, loss, dataset, run)
+    metrics = train_and_evaluate(model, loss, dataset, run)
+    if metrics:
+        report_results(metrics, run, log_path)
+    return metrics
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_main(main)

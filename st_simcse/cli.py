@@ -1,109 +1,180 @@
-"""The command-line options both recipes share, each documented with the paper's value."""
+"""The command-line layer of the recipes: each recipe lists its knobs (name, the paper's value, what it does) at its
+top; this module turns that list into ``--options``, checks every value before a model is loaded, sends the
+libraries' logging to a file in the output folder, and turns user errors into one line and a non-zero exit."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import math
 import os
-from pathlib import Path
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from st_simcse.models import POOLING_MODES
-from st_simcse.training import METRICS_FILE, TrainingRun
+from st_simcse.evaluation import print_table
+from st_simcse.models import ATTENTION_IMPLEMENTATIONS, POOLING_MODES
+from st_simcse.training import (
+    ALIGN_UNIFORM_PNG,
+    AMP_MODES,
+    ARGUMENTS_FILE,
+    CHECKPOINTS,
+    DEV_CURVE_PNG,
+    METRICS_FILE,
+    SCHEDULERS,
+    StartedRunError,
+    TrainingRun,
+)
 
-# The offline testbed (see ../shared/README.md), beside the project checkout.
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-TESTBED_MODEL = str(SHARED / "models" / "splade-tiny")
-TESTBED_SENTEVAL = str(SHARED / "data" / "senteval")
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "run.log"
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, paper: dict[str, Any]) -> None:
-    """Options of both recipes; ``paper`` holds the paper's values, which are the defaults."""
-    add = parser.add_argument
-    add("--model", default=paper["model"], help=f"hub name or local path of the encoder (paper: {paper['model']})")
-    add(
-        "--train-file", default=paper["train_file"], help=f"training file (paper: {paper['train_file']}, from the hub)"
-    )
-    add(
-        "--senteval-dir",
-        default=None,
-        help="SentEval data/downstream folder for STS-B dev and the 7 STS test tasks (default: public hub copies)",
-    )
-    add(
-        "--batch-size",
-        type=int,
-        default=paper["batch_size"],
-        help=f"training batch size (paper: {paper['batch_size']})",
-    )
-    add(
-        "--lr",
-        type=float,
-        default=paper["lr"],
-        help=f"peak learning rate, linear decay, no warmup (paper: {paper['lr']})",
-    )
-    add("--epochs", type=int, default=paper["epochs"], help=f"training epochs (paper: {paper['epochs']})")
-    add("--max-steps", type=int, default=None, help="stop after this many steps, overriding --epochs (paper: unset)")
-    add(
-        "--max-seq-length",
-        type=int,
-        default=32,
-        help="training truncation length in tokens; evaluation always uses whole sentences (paper: 32)",
-    )
-    add("--temperature", type=float, default=0.05, help="softmax temperature tau (paper: 0.05)")
-    add("--pooling", choices=POOLING_MODES, default="cls", help="pooling of the encoder's tokens (paper: cls)")
-    add("--no-mlp", action="store_true", help=f"train without the MLP over [CLS] (paper: {paper['mlp']})")
-    add("--dropout", type=float, default=0.1, help="dropout of every encoder layer (paper: 0.1, BERT's default)")
-    add(
-        "--eval-steps",
-        type=int,
-        default=125,
-        help="evaluate STS-B dev and keep the best checkpoint every N steps (paper: 125)",
-    )
-    add("--eval-batch-size", type=int, default=128, help="batch size for encoding during evaluation")
-    add("--output-dir", default=paper["output_dir"], help="where the model, metrics.json, plots and checkpoints go")
-    add(
-        "--seed",
-        type=int,
-        default=42,
-        help="seed of every random draw: model/head initialisation, data order and dropout masks (paper: 42)",
-    )
-    add(
+@dataclass(frozen=True)
+class Knob:
+    """One setting of a recipe: its name (``--name-with-dashes`` on the command line), the paper's value (the
+    default), and what it does. A boolean knob gets ``--name`` / ``--no-name``."""
+
+    name: str
+    paper: Any
+    help: str
+    choices: Sequence[Any] | None = None
+    type: Callable[[str], Any] | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+# What the knobs both recipes share do; the recipes keep the values (the paper's), one line each at their top.
+COMMON_KNOBS: dict[str, dict[str, Any]] = {
+    "model": {"help": "hub name or local path of the encoder"},
+    "senteval_dir": {
+        "help": "SentEval data/downstream folder for STS-B dev and the 7 STS test tasks (unset: the public hub copies)"
+    },
+    "pooling": {"help": "pooling of the encoder's tokens", "choices": POOLING_MODES},
+    "temperature": {"help": "softmax temperature tau of the contrastive loss"},
+    "dropout": {"help": "dropout of every encoder layer (hidden and attention)"},
+    "max_seq_length": {"help": "training truncation in tokens; evaluation always encodes whole sentences"},
+    "batch_size": {"help": "training batch size per device; the rest of the batch are the negatives"},
+    "lr": {"help": "peak learning rate"},
+    "scheduler": {"help": "learning-rate schedule (WarmupLinear without warmup: linear decay)", "choices": SCHEDULERS},
+    "warmup_steps": {"help": "warmup steps of the schedule"},
+    "weight_decay": {"help": "AdamW weight decay"},
+    "max_grad_norm": {"help": "gradient clipping norm"},
+    "amp": {
+        "help": "mixed precision: auto is fp16 autocast on a GPU (the paper's --fp16), none on a CPU",
+        "choices": AMP_MODES,
+    },
+    "attention": {
+        "help": "attention implementation; auto lets transformers pick its fastest (SDPA)",
+        "choices": ATTENTION_IMPLEMENTATIONS,
+    },
+    "epochs": {"help": "training epochs"},
+    "max_steps": {"help": "stop after this many steps, overriding --epochs", "type": int},
+    "eval_steps": {"help": "evaluate STS-B dev, checkpoint and keep the best model every N steps"},
+    "eval_batch_size": {"help": "batch size for encoding during evaluation"},
+    "seed": {"help": "seed of every random draw: initialisation, data order, dropout masks"},
+    "output_dir": {"help": "where the model, metrics, plots, checkpoints and log go"},
+}
+
+
+def knob(name: str, paper: Any, help: str | None = None, **details: Any) -> Knob:
+    """A recipe's knob with the paper's value; a shared knob's description comes from ``COMMON_KNOBS``."""
+    details = {**COMMON_KNOBS.get(name, {}), **details}
+    text = help or details.pop("help", None)
+    details.pop("help", None)  # a recipe's own text replaces the shared one
+    if text is None:
+        raise ValueError(f"Knob {name!r} needs a help text: say what it does.")
+    return Knob(name, paper, text, **details)
+
+
+def build_parser(description: str, knobs: Sequence[Knob]) -> argparse.ArgumentParser:
+    """The recipe's parser: every knob, then the run controls (--output-dir is a knob; --resume, --quick)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for knob in knobs:
+        shown = "unset" if knob.paper is None else knob.paper
+        if isinstance(knob.paper, bool):
+            parser.add_argument(
+                knob.flag, action=argparse.BooleanOptionalAction, default=None, help=f"{knob.help} (paper: {shown})"
+            )
+            continue
+        value_type = knob.type or (type(knob.paper) if knob.paper is not None else str)
+        parser.add_argument(
+            knob.flag, type=value_type, choices=knob.choices, default=None, help=f"{knob.help} (paper: {shown})"
+        )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted run in --output-dir from its last checkpoint (a finished run is left as is)",
     )
-    add(
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="offline testbed defaults: splade-tiny, the local training file, ../shared/data/senteval and the "
-        "testbed learning rate (explicit options still win)",
+        help="the offline testbed: splade-tiny, ../shared's training file and SentEval folder, and the testbed "
+        "settings listed at the top of the recipe (explicit options still win)",
     )
+    return parser
 
 
 def parse_recipe_arguments(
-    parser: argparse.ArgumentParser, argv: list[str] | None, quick: dict[str, Any]
+    parser: argparse.ArgumentParser, knobs: Sequence[Knob], quick: dict[str, Any], argv: list[str] | None
 ) -> argparse.Namespace:
-    """Parse, then apply the ``--quick`` defaults to every option the user did not give."""
+    """Parse; every knob the user did not give takes the ``--quick`` value (with ``--quick``), else the paper's."""
     args = parser.parse_args(argv)
-    if args.quick:
-        explicit = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(vars(args))))
-        for name, value in quick.items():
-            if getattr(explicit, name) is None:
-                setattr(args, name, value)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    for knob in knobs:
+        if getattr(args, knob.name) is None:
+            setattr(args, knob.name, quick.get(knob.name, knob.paper) if args.quick else knob.paper)
     return args
 
 
-def launched_on_several_devices() -> bool:
-    """True under torchrun / accelerate launch with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+def check_arguments(args: argparse.Namespace) -> None:
+    """Values that would only fail after the model is loaded (or waste a hub timeout), checked up front."""
+
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise ValueError(message)
+
+    require(
+        args.batch_size >= 2,
+        f"--batch-size must be at least 2 (the rest of the batch are the negatives), got {args.batch_size}.",
+    )
+    require(
+        math.isfinite(args.temperature) and args.temperature > 0,
+        f"--temperature must be a positive number (the paper's is 0.05), got {args.temperature}.",
+    )
+    require(0.0 <= args.dropout < 1.0, f"--dropout must be in [0, 1) (the paper's is 0.1), got {args.dropout}.")
+    require(args.lr > 0, f"--lr must be positive, got {args.lr}.")
+    require(args.epochs >= 1, f"--epochs must be at least 1, got {args.epochs}.")
+    require(args.max_steps is None or args.max_steps >= 1, f"--max-steps must be positive, got {args.max_steps}.")
+    require(args.max_seq_length >= 2, f"--max-seq-length must be at least 2, got {args.max_seq_length}.")
+    require(args.eval_steps >= 1, f"--eval-steps must be positive, got {args.eval_steps}.")
+    require(args.eval_batch_size >= 1, f"--eval-batch-size must be positive, got {args.eval_batch_size}.")
+    require(args.warmup_steps >= 0, f"--warmup-steps must be 0 or more, got {args.warmup_steps}.")
+    require(args.weight_decay >= 0, f"--weight-decay must be 0 or more, got {args.weight_decay}.")
+    require(args.max_grad_norm > 0, f"--max-grad-norm must be positive, got {args.max_grad_norm}.")
+    if looks_like_local_path(args.model):
+        require(
+            os.path.isdir(args.model),
+            f"--model {args.model}: no such folder. Pass an existing model folder, "
+            "or a hub name such as bert-base-uncased.",
+        )
+
+
+def looks_like_local_path(name: str) -> bool:
+    """A hub name is ``name`` or ``org/name``; anything else (absolute, ``./``, ``../``, ``~``, deeper) is a path."""
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or os.path.exists(name)
 
 
 def checked_training_run(args: argparse.Namespace, loss_owns_state: bool = False) -> TrainingRun:
-    """The run the parsed options describe, checked (paths, values, output folder, and for a resume the checkpoint
+    """The run the parsed options describe, checked (values, paths, output folder, and for a resume the checkpoint
     it continues from) before any model is loaded. ``loss_owns_state``: the loss has parameters of its own (the
     MLP head), which the resumed checkpoint must carry."""
+    check_arguments(args)
     run = TrainingRun(
         output_dir=args.output_dir,
         senteval_dir=args.senteval_dir,
@@ -111,13 +182,21 @@ def checked_training_run(args: argparse.Namespace, loss_owns_state: bool = False
         learning_rate=args.lr,
         epochs=args.epochs,
         max_steps=args.max_steps,
+        scheduler=args.scheduler,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm,
+        amp=args.amp,
         eval_steps=args.eval_steps,
-        seed=args.seed,
         eval_batch_size=args.eval_batch_size,
+        seed=args.seed,
         resume=args.resume,
         arguments=vars(args).copy(),
     )
-    run.check_before_loading(loss_owns_state)
+    try:
+        run.check_before_loading(loss_owns_state)
+    except StartedRunError as error:
+        raise ValueError(f"{error} To resume it, pass --resume.") from None
     return run
 
 
@@ -127,3 +206,64 @@ def report_finished(run: TrainingRun) -> dict:
     print(f"{run.output_dir} holds a finished run: nothing to resume, nothing changed. Its results: {path}")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def log_to_file(output_dir: str) -> str:
+    """Every library's log lines go to ``output_dir/run.log``; the console keeps the progress bar, the recipe's
+    own lines and real errors. Returns the log file's path."""
+    import transformers
+
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOG_FILE)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    console = logging.StreamHandler()
+    console.setLevel(logging.ERROR)
+    root.addHandler(console)
+    # transformers logs through its own handler (the load report among it): route it to the file like the rest.
+    transformers.logging.disable_default_handler()
+    transformers.logging.enable_propagation()
+    transformers.logging.set_verbosity_info()
+    transformers.logging.disable_progress_bar()  # the weight-loading bars; the training bar stays
+    warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
+    logging.captureWarnings(True)
+    return path
+
+
+def run_main(main: Callable[[list[str]], Any]) -> None:
+    """Run a recipe's ``main``: a user error (a missing file, a bad value) prints one line and exits with 2."""
+    try:
+        main(sys.argv[1:])
+    except (ValueError, FileNotFoundError) as error:
+        logger.info("The run stopped on a user error", exc_info=True)  # the traceback, in run.log only
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def launched_on_several_devices() -> bool:
+    """True under torchrun / accelerate launch with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def report_results(metrics: dict, run: TrainingRun, log_path: str) -> None:
+    """The captioned 7-task table and where every output of the run is."""
+    print(
+        f"\nSTS test, Spearman x 100 (SentEval protocol), of the best STS-B dev checkpoint "
+        f"(step {metrics['best_step']}, dev {metrics['best_dev_stsb']:.2f}):"
+    )
+    print_table(metrics["test"])
+    out = run.output_dir
+    print("\nWrote:")
+    for what, path in (
+        ("model (SentenceTransformer(path) loads it)", out),
+        ("metrics, dev history, arguments", os.path.join(out, METRICS_FILE)),
+        ("dev curve", os.path.join(out, DEV_CURVE_PNG)),
+        ("alignment/uniformity plot", os.path.join(out, ALIGN_UNIFORM_PNG)),
+        ("checkpoints (for --resume)", os.path.join(out, CHECKPOINTS)),
+        ("options of the run", os.path.join(out, ARGUMENTS_FILE)),
+        ("full log", log_path),
+    ):
+        print(f"  {what:<44} {path}")

@@ -220,6 +220,6 @@ def resolve_training_file(name_or_path: str | os.PathLike) -> str:
         except Exception as error:
             raise FileNotFoundError(
                 f"{path!r} is not a local file and could not be downloaded from the hub dataset {SIMCSE_HUB_REPO} "
-                f"({type(error).__name__}). Pass --train-file with a local copy, or --quick for the offline testbed."
+                f"({type(error).__name__}). Pass the path of a local copy instead."
             ) from error
-    raise FileNotFoundError(f"Training file not found: {path!r}. Pass --train-file with an existing file.")
+    raise FileNotFoundError(f"Training file not found: {path!r}. Pass an existing file, one example per line.")

@@ -57,7 +57,7 @@ class STSData:
 
 def _read_lines(path: str) -> list[str]:
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Missing SentEval file {path}. Is --senteval-dir SentEval's data/downstream folder?")
+        raise FileNotFoundError(f"Missing SentEval file {path}. Is the SentEval folder its data/downstream folder?")
     with open(path, encoding="utf-8") as handle:
         return handle.read().splitlines()
 
@@ -143,7 +143,7 @@ def load_sts_task(senteval_dir: str, task: str, split: str = "test") -> STSData:
 
 _LAYOUT_HINT = (
     "Pass SentEval's data/downstream folder (with STS/STS12-en-test ... STS/STSBenchmark and SICK/) as "
-    "senteval_dir / --senteval-dir; get it with SentEval's data/downstream/get_transfer_data.bash."
+    "the SentEval folder; get it with SentEval's data/downstream/get_transfer_data.bash."
 )
 
 

@@ -13,6 +13,8 @@ from torch import Tensor, nn
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("cls", "mean", "max", "lasttoken", "weightedmean")
+# transformers' attention implementations for BERT-like encoders; "auto" keeps transformers' own choice (SDPA).
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
 # The poolers of the paper's evaluation.py and its `simcse` tool, by their names there.
 REFERENCE_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
 # Those that sentence-transformers' built-in modules express exactly, so a model using them saves as a plain folder.
@@ -26,6 +28,7 @@ def build_model(
     mlp_in_model: bool = False,
     dropout: float | None = None,
     device: str | None = None,
+    attention: str = "auto",
 ) -> SentenceTransformer:
     """A SentenceTransformer of built-in modules for SimCSE: ``Transformer`` + ``Pooling(pooling)``, and with
     ``mlp_in_model=True`` a ``Dense(d, d, tanh)`` on top, the MLP the paper keeps at test time for supervised
@@ -34,16 +37,20 @@ def build_model(
     ``model_name_or_path`` is a hub name, a local transformers checkpoint, or a saved SentenceTransformer folder
     (loaded as it is; ``pooling`` and ``mlp_in_model`` are then ignored). ``max_seq_length`` is the training
     length (the paper's 32); the STS evaluation of :mod:`st_simcse.evaluation` always encodes whole sentences.
-    ``dropout``, if given, sets every dropout probability of the encoder (hidden and attention).
+    ``dropout``, if given, sets every dropout probability of the encoder (hidden and attention). ``attention``
+    picks transformers' attention implementation (``ATTENTION_IMPLEMENTATIONS``) for a new encoder.
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLING_MODES}.")
+    if attention not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"Unknown attention {attention!r}; choose one of {ATTENTION_IMPLEMENTATIONS}.")
     if os.path.isfile(os.path.join(model_name_or_path, "modules.json")):
         model = SentenceTransformer(model_name_or_path, device=device)
         if max_seq_length is not None:
             model.max_seq_length = max_seq_length
     else:
-        transformer = Transformer(model_name_or_path, max_seq_length=max_seq_length)
+        model_kwargs = {} if attention == "auto" else {"attn_implementation": attention}
+        transformer = Transformer(model_name_or_path, max_seq_length=max_seq_length, model_kwargs=model_kwargs)
         dimension = transformer.get_embedding_dimension()
         modules: list[nn.Module] = [transformer, Pooling(dimension, pooling)]
         if mlp_in_model:

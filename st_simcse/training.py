@@ -4,7 +4,6 @@ interruption (``resume``), then evaluate the best model on the paper's 7 STS tas
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
@@ -20,12 +19,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from transformers import TrainerCallback, set_seed
 
-from st_simcse.evaluation import check_senteval_dir, print_table, sts_evaluator
+from st_simcse.evaluation import check_senteval_dir, sts_evaluator
 from st_simcse.loss_state import LOSS_STATE_FILE
 from st_simcse.models import whole_sentences
 from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
-
-logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "best_model"
@@ -38,21 +35,40 @@ DEV_CURVE_PNG = "dev_curve.png"
 ALIGN_UNIFORM_PNG = "align_uniform.png"
 
 
+class StartedRunError(ValueError):
+    """The output folder holds a started, unfinished run, and this run does not resume it."""
+
+
+# model.fit's names for the learning-rate schedules.
+SCHEDULERS = ("WarmupLinear", "WarmupConstant", "ConstantLR", "WarmupCosine", "WarmupCosineWithHardRestarts")
+AMP_MODES = ("auto", "fp16", "none")
+
+
 @dataclass
 class TrainingRun:
-    """Where a recipe writes and how it trains; everything here is recorded in ``metrics.json``."""
+    """Where a recipe writes and how it trains (every value comes from the recipe's knobs); everything here is
+    recorded in ``metrics.json``. ``amp``: "auto" is fp16 autocast on a GPU and none on a CPU."""
 
     output_dir: str
     senteval_dir: str | None
     batch_size: int
     learning_rate: float
-    epochs: int = 1
-    max_steps: int | None = None
-    eval_steps: int = 125
-    seed: int = 42
-    eval_batch_size: int = 128
-    resume: bool = False
+    epochs: int
+    max_steps: int | None
+    scheduler: str
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    amp: str
+    eval_steps: int
+    eval_batch_size: int
+    seed: int
+    resume: bool
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def use_amp(self) -> bool:
+        return self.amp == "fp16" or (self.amp == "auto" and torch.cuda.is_available())
 
     @property
     def checkpoint_dir(self) -> str:
@@ -76,6 +92,10 @@ class TrainingRun:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}.")
         if not (self.learning_rate > 0):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}.")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}.")
         if self.senteval_dir is not None:
             check_senteval_dir(self.senteval_dir, "dev", ["STS-B"])
             check_senteval_dir(self.senteval_dir, "test")
@@ -88,9 +108,9 @@ class TrainingRun:
             return  # resuming a finished run is a no-op: the caller reports it and writes nothing
         step = latest_checkpoint_step(self.checkpoint_dir)
         if step is not None and not self.resume:
-            raise ValueError(
-                f"{self.output_dir} already holds a started run (checkpoint-{step}). Resume it to continue (the "
-                "recipes' --resume), or choose another output folder; nothing there is overwritten."
+            raise StartedRunError(
+                f"{self.output_dir} already holds a started run (checkpoint-{step}). Resume it to continue, or "
+                "choose another output folder; nothing there is overwritten."
             )
         if self.resume and step is not None:
             self._check_resumable(step, loss_owns_state)
@@ -178,138 +198,165 @@ def train_and_evaluate(
     - ``checkpoints/`` (trainer state, and the loss's own parameters such as the training-only MLP head), from
       which ``run.resume`` continues an interrupted run.
     """
-    os.makedirs(run.checkpoint_dir, exist_ok=True)
-    dev_evaluator = sts_evaluator(
-        run.senteval_dir, "dev", tasks=["STS-B"], batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
-    )
-    alignment_evaluator = dev_evaluator.evaluators[-1]
-    history_path = os.path.join(run.output_dir, HISTORY_FILE)
-    best_dir = os.path.join(run.output_dir, BEST_MODEL)
-
     # Under torchrun every rank trains, but only the first one writes files and evaluates the best model.
     main_process = int(os.environ.get("RANK", "0")) == 0
-    resumed_from = latest_checkpoint_step(run.checkpoint_dir) if run.resume else None
-    best = {"score": float("-inf"), "step": None}
-    if resumed_from is not None:
+    os.makedirs(run.checkpoint_dir, exist_ok=True)
+    tracker = DevTracker(run, model, main_process)
+    if tracker.resumed_from is None and main_process:
+        _write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
+        tracker.evaluate_untrained()
+    started = time.perf_counter()
+    fit(model, loss, dataset, run, tracker)
+    train_seconds = time.perf_counter() - started
+    if not main_process:
+        return {}
+    best_model = tracker.keep_best_model()
+    started = time.perf_counter()
+    table, test_alignment = evaluate_on_sts_test(best_model, run)
+    metrics = {
+        "arguments": run.arguments,
+        "run": asdict(run),
+        **tracker.summary(),
+        "test": table,
+        "test_alignment": test_alignment[1],
+        "test_uniformity": test_alignment[2],
+        "train_seconds": round(train_seconds, 1),
+        "test_eval_seconds": round(time.perf_counter() - started, 1),
+        "device": str(model.device),
+    }
+    tracker.plot()
+    _write_json(os.path.join(run.output_dir, METRICS_FILE), metrics)
+    return metrics
+
+
+class DevTracker:
+    """The STS-B dev evaluation during training: its history (restored and truncated on resume), the best step,
+    the best model kept on disk, and the dev plots."""
+
+    def __init__(self, run: TrainingRun, model: SentenceTransformer, main_process: bool) -> None:
+        self.run, self.model, self.main_process = run, model, main_process
+        self.evaluator = sts_evaluator(
+            run.senteval_dir, "dev", tasks=["STS-B"], batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
+        )
+        self.alignment = self.evaluator.evaluators[-1]
+        self.history_path = os.path.join(run.output_dir, HISTORY_FILE)
+        self.best_dir = os.path.join(run.output_dir, BEST_MODEL)
+        self.best: dict[str, Any] = {"score": float("-inf"), "step": None}
+        self.resumed_from = latest_checkpoint_step(run.checkpoint_dir) if run.resume else None
+        if self.resumed_from is not None:
+            self._restore(self.resumed_from)
+
+    def _restore(self, step: int) -> None:
         # The loss's own parameters (the MLP head) come back through st_simcse's LossStateCallback.
-        if os.path.isfile(history_path):
-            with open(history_path, encoding="utf-8") as handle:
+        if os.path.isfile(self.history_path):
+            with open(self.history_path, encoding="utf-8") as handle:
                 saved = json.load(handle)
             # Evaluations after the checkpoint belong to the lost part of the run and will be redone.
-            dev_evaluator.history = [entry for entry in saved["history"] if entry["steps"] <= resumed_from]
-            alignment_evaluator.history = [tuple(p) for p in saved["alignment_uniformity"] if p[0] <= resumed_from]
-            if saved.get("best_step") is not None and saved["best_step"] <= resumed_from:
-                best = {"score": saved["best_score"], "step": saved["best_step"]}
-        logger.info(f"Resuming from {run.checkpoint_dir}/checkpoint-{resumed_from}")
-    elif run.resume:
-        logger.warning(f"Resume: no checkpoint in {run.checkpoint_dir}, starting from scratch.")
-    if resumed_from is None and main_process:
-        _write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
+            self.evaluator.history = [entry for entry in saved["history"] if entry["steps"] <= step]
+            self.alignment.history = [tuple(p) for p in saved["alignment_uniformity"] if p[0] <= step]
+            if saved.get("best_step") is not None and saved["best_step"] <= step:
+                self.best = {"score": saved["best_score"], "step": saved["best_step"]}
+        print(f"Resuming from {self.run.checkpoint_dir}/checkpoint-{step}")
 
-    def on_evaluation(score: float, epoch: int, steps: int) -> None:
-        if not main_process:
+    def evaluate_untrained(self) -> None:
+        """The untrained model's point starts the dev curve and the alignment/uniformity trajectory."""
+        self.evaluator(self.model, epoch=0, steps=0)
+        untrained = self.evaluator.history[-1]["sts_dev_avg"]
+        print(f"step 0 (untrained): STS-B dev Spearman {100 * untrained:.2f}")
+
+    def on_evaluation(self, score: float, epoch: int, steps: int) -> None:
+        """model.fit's callback after each evaluation: record it, keep the model if it is the best so far."""
+        if not self.main_process:
             return
-        # model.fit also evaluates at the end of each epoch, which can repeat the last step's evaluation.
-        for history in (dev_evaluator.history, alignment_evaluator.history):
-            if len(history) > 1 and _step_of(history[-1]) == _step_of(history[-2]):
-                del history[-2]
-        if score > best["score"]:
-            best.update(score=score, step=steps)
-            model.save(best_dir)
+        # model.fit also evaluates at the end of each epoch, which can repeat the last step's evaluation of the
+        # same weights: drop the repeat.
+        history = self.evaluator.history
+        if len(history) > 1 and _step_of(history[-1]) == _step_of(history[-2]):
+            del history[-1], self.alignment.history[-1]
+            return
+        if score > self.best["score"]:
+            self.best.update(score=score, step=steps)
+            self.model.save(self.best_dir)
         _write_json(
-            history_path,
+            self.history_path,
             {
-                "history": dev_evaluator.history,
-                "alignment_uniformity": alignment_evaluator.history,
-                "best_score": best["score"],
-                "best_step": best["step"],
+                "history": self.evaluator.history,
+                "alignment_uniformity": self.alignment.history,
+                "best_score": self.best["score"],
+                "best_step": self.best["step"],
             },
         )
-        logger.info(f"step {steps}: STS-B dev Spearman {100 * score:.2f} (best {100 * best['score']:.2f})")
+        print(f"step {steps}: STS-B dev Spearman {100 * score:.2f} (best {100 * self.best['score']:.2f})")
 
-    if resumed_from is None and main_process:
-        # The untrained model's point starts the dev curve and the alignment/uniformity trajectory.
-        dev_evaluator(model, epoch=0, steps=0)
-        untrained = dev_evaluator.history[-1]["sts_dev_avg"]
-        logger.info(f"step 0 (untrained): STS-B dev Spearman {100 * untrained:.2f}")
+    def keep_best_model(self) -> SentenceTransformer:
+        """Move the best checkpoint's model to the output folder's root, for whole-sentence use."""
+        if self.best["step"] is None:
+            raise RuntimeError(
+                "No evaluation ran during training, so there is no best checkpoint; evaluate more often."
+            )
+        best_model = SentenceTransformer(self.best_dir, device=str(self.model.device))
+        with whole_sentences(best_model):
+            best_model.save(self.run.output_dir)
+        shutil.rmtree(self.best_dir, ignore_errors=True)
+        return best_model
 
+    def summary(self) -> dict[str, Any]:
+        history = self.evaluator.history
+        return {
+            "best_step": self.best["step"],
+            "best_dev_stsb": round(100 * self.best["score"], 2),
+            "untrained_dev_stsb": round(100 * history[0]["sts_dev_avg"], 2) if history[0]["steps"] == 0 else None,
+            "dev_history": history,
+            "dev_alignment_uniformity": self.alignment.history,
+            "resumed_from_step": self.resumed_from,
+        }
+
+    def plot(self) -> None:
+        history = self.evaluator.history
+        steps, scores = [entry["steps"] for entry in history], [entry["sts_dev_avg"] for entry in history]
+        plot_dev_curve(steps, scores, os.path.join(self.run.output_dir, DEV_CURVE_PNG))
+        plot_alignment_uniformity(self.alignment.history, os.path.join(self.run.output_dir, ALIGN_UNIFORM_PNG))
+
+
+def fit(
+    model: SentenceTransformer, loss: nn.Module, dataset: Dataset, run: TrainingRun, tracker: DevTracker | None
+) -> None:
+    """``model.fit`` with the run's settings, a checkpoint at every evaluation, and the run's seed on every RNG.
+    Without a ``tracker`` nothing is evaluated (as the speed benchmark measures the training path alone)."""
     # Seeded shuffling: model.fit reads the DataLoader once, so the order is fixed by the seed and a resumed run
     # sees the same batches. The SeedCallback makes the same seed drive the dropout masks.
     generator = torch.Generator().manual_seed(run.seed)
     loader = DataLoader(dataset, batch_size=run.batch_size, shuffle=True, generator=generator)
-    steps_per_epoch = run.max_steps
-    epochs = 1 if run.max_steps else run.epochs
-    started = time.perf_counter()
     with fit_callbacks(SeedCallback(run.seed)):
         model.fit(
             train_objectives=[(loader, loss)],
-            evaluator=dev_evaluator,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            scheduler="WarmupLinear",
-            warmup_steps=0,
+            evaluator=tracker.evaluator if tracker else None,
+            epochs=1 if run.max_steps else run.epochs,
+            steps_per_epoch=run.max_steps,
+            scheduler=run.scheduler,
+            warmup_steps=run.warmup_steps,
             optimizer_params={"lr": run.learning_rate},
-            weight_decay=0.0,
+            weight_decay=run.weight_decay,
+            max_grad_norm=run.max_grad_norm,
             evaluation_steps=run.eval_steps,
-            use_amp=torch.cuda.is_available(),
-            callback=on_evaluation,
+            use_amp=run.use_amp,
+            callback=tracker.on_evaluation if tracker else None,
             show_progress_bar=True,
             checkpoint_path=run.checkpoint_dir,
             checkpoint_save_steps=run.eval_steps,
             checkpoint_save_total_limit=1,
             resume_from_checkpoint=run.resume,
         )
-    train_seconds = time.perf_counter() - started
-    if not main_process:
-        return {}
 
-    if best["step"] is None:
-        raise RuntimeError("No evaluation ran during training, so there is no best checkpoint; lower --eval-steps.")
-    best_model = SentenceTransformer(best_dir, device=str(model.device))
-    with whole_sentences(best_model):
-        best_model.save(run.output_dir)
-    started = time.perf_counter()
-    test_evaluator = sts_evaluator(
-        run.senteval_dir,
-        "test",
-        batch_size=run.eval_batch_size,
-        alignment_uniformity_task="STS-B",
-        show_progress_bar=True,
-    )
-    test_results = test_evaluator(best_model)
-    eval_seconds = time.perf_counter() - started
-    table = test_evaluator.table(test_results)
-    test_alignment = test_evaluator.evaluators[-1].history[-1]
 
-    history = dev_evaluator.history
-    plot_dev_curve(
-        [entry["steps"] for entry in history],
-        [entry["sts_dev_avg"] for entry in history],
-        os.path.join(run.output_dir, DEV_CURVE_PNG),
+def evaluate_on_sts_test(model: SentenceTransformer, run: TrainingRun) -> tuple[dict[str, float], tuple]:
+    """The paper's 7-task table of ``model`` and its (step, alignment, uniformity) on STS-B test."""
+    evaluator = sts_evaluator(
+        run.senteval_dir, "test", batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
     )
-    plot_alignment_uniformity(alignment_evaluator.history, os.path.join(run.output_dir, ALIGN_UNIFORM_PNG))
-    metrics = {
-        "arguments": run.arguments,
-        "run": asdict(run),
-        "best_step": best["step"],
-        "best_dev_stsb": round(100 * best["score"], 2),
-        "untrained_dev_stsb": round(100 * history[0]["sts_dev_avg"], 2) if history[0]["steps"] == 0 else None,
-        "test": table,
-        "test_alignment": test_alignment[1],
-        "test_uniformity": test_alignment[2],
-        "dev_history": history,
-        "dev_alignment_uniformity": alignment_evaluator.history,
-        "resumed_from_step": resumed_from,
-        "train_seconds": round(train_seconds, 1),
-        "test_eval_seconds": round(eval_seconds, 1),
-        "device": str(model.device),
-    }
-    _write_json(os.path.join(run.output_dir, METRICS_FILE), metrics)
-    shutil.rmtree(best_dir, ignore_errors=True)
-    print_table(table)
-    return metrics
+    results = evaluator(model)
+    return evaluator.table(results), evaluator.evaluators[-1].history[-1]
 
 
 def _step_of(entry: dict | tuple) -> int:
     return entry["steps"] if isinstance(entry, dict) else entry[0]
-

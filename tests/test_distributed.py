@@ -4,7 +4,6 @@ concatenated batch. Dropout is off, so both settings see the same embeddings."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -39,9 +38,10 @@ def _gradients(model, loss) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in parameters]
 
 
-def _worker(rank: int, model_dir: str, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+def _worker(rank: int, model_dir: str, out_dir: str) -> None:
+    # Rendezvous through a file in the test's temp folder: no TCP port to pick, so no race for a free one.
+    rendezvous = f"file://{os.path.join(out_dir, 'rendezvous')}"
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD_SIZE)
     try:
         torch.set_num_threads(1)
         model, loss = _model_and_loss(model_dir)
@@ -62,15 +62,9 @@ def _worker(rank: int, model_dir: str, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path, tiny_bert_dir):
-    mp.spawn(_worker, args=(tiny_bert_dir, _free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(tiny_bert_dir, str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
     model, loss = _model_and_loss(tiny_bert_dir)

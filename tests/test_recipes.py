@@ -15,7 +15,15 @@ import pytest
 from conftest import REPO
 from sentence_transformers import SentenceTransformer
 
-OUTPUTS = ("metrics.json", "dev_curve.png", "align_uniform.png", "dev_history.json", "modules.json")
+OUTPUTS = (
+    "metrics.json",
+    "dev_curve.png",
+    "align_uniform.png",
+    "dev_history.json",
+    "modules.json",
+    "arguments.json",
+    "run.log",
+)
 
 
 def run_recipe(recipe: str, *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -57,7 +65,22 @@ def test_unsup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, train_40k)
     assert metrics["untrained_dev_stsb"] < metrics["best_dev_stsb"]
     assert metrics["arguments"]["lr"] == 3e-4 and metrics["arguments"]["model"] == splade_tiny
     assert len(model) == 2  # Transformer + Pooling: the training-only MLP head is not in the saved model
-    assert "Avg." in result.stdout
+    # What a person reads: one line per evaluation, the captioned table, where everything went; the libraries'
+    # detail (the load report, the evaluators' per-task lines) is in run.log.
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if "STS-B dev Spearman" in line] == [
+        "step 0 (untrained)",
+        "step 10",
+        "step 20",
+        "step 30",
+    ]
+    assert "STS test, Spearman x 100 (SentEval protocol), of the best STS-B dev checkpoint" in result.stdout
+    assert (
+        "Avg." in result.stdout
+        and str(out / "run.log") in result.stdout
+        and str(out / "metrics.json") in (result.stdout)
+    )
+    assert "LOAD REPORT" not in result.stdout + result.stderr and "pin_memory" not in result.stderr
+    assert "LOAD REPORT" in (out / "run.log").read_text()
 
     # A finished run is never touched again: --resume says so and changes nothing; a plain rerun is refused.
     before = file_digests(out)
@@ -119,8 +142,8 @@ def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
     # Without --resume, the started run is protected; a resume with other options is refused before it writes.
     before = file_digests(out)
     refused = run_recipe("unsup_wiki.py", *arguments)
-    assert refused.returncode != 0 and "already holds a started run" in refused.stderr
-    assert "--resume" in refused.stderr
+    assert refused.returncode == 2 and "already holds a started run" in refused.stderr
+    assert "pass --resume" in refused.stderr and "Traceback" not in refused.stderr
     changed = run_recipe("unsup_wiki.py", *arguments, "--lr", "1e-4", "--resume")
     assert (
         changed.returncode != 0
@@ -131,7 +154,7 @@ def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
 
     resumed = run_recipe("unsup_wiki.py", *arguments, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Resuming from {out / 'checkpoints'}/checkpoint-{killed_at}" in resumed.stderr
+    assert f"Resuming from {out / 'checkpoints'}/checkpoint-{killed_at}" in resumed.stdout
     metrics, _ = assert_complete_run(out)
     assert metrics["resumed_from_step"] == killed_at
     steps = [entry["steps"] for entry in metrics["dev_history"]]
@@ -158,39 +181,65 @@ def test_seed_controls_the_run(tmp_path, splade_tiny, senteval_dir, train_40k):
     assert first["dev"][1:] != other["dev"][1:] and first["test"] != other["test"]
 
 
-def _fails_before_loading(result: subprocess.CompletedProcess, message: str) -> None:
-    assert result.returncode != 0
-    assert message in result.stderr, result.stderr[-2000:]
-    assert "Loading weights" not in result.stderr and "LOAD REPORT" not in result.stderr
+sys.path.insert(0, str(REPO / "recipes"))
+import sup_nli  # noqa: E402
+import unsup_wiki  # noqa: E402
+
+from st_simcse.cli import run_main  # noqa: E402
 
 
-def test_missing_train_file(tmp_path, senteval_dir):
-    result = run_recipe(
-        "unsup_wiki.py", "--quick", "--train-file", str(tmp_path / "nope.txt"), "--output-dir", str(tmp_path / "o")
-    )
-    _fails_before_loading(result, "Training file not found")
+def fails_before_loading(monkeypatch, capsys, recipe, arguments: list[str], message: str, output_dir) -> None:
+    """Run the recipe in this process with a model builder that records every call: a user error must end the
+    run with one line and exit code 2, before any model is built and before anything is written."""
+    built = []
+    monkeypatch.setattr(recipe, "build_model", lambda *args, **kwargs: built.append(args))
+    monkeypatch.setattr(sys, "argv", [recipe.__file__, *arguments, "--output-dir", str(output_dir)])
+    with pytest.raises(SystemExit) as exited:
+        run_main(recipe.main)
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert message in stderr, stderr
+    assert built == [], "the model was built"
+    assert not output_dir.exists(), "the failed run wrote its output folder"
 
 
-def test_empty_train_file(tmp_path, senteval_dir):
+def test_missing_train_file(tmp_path, monkeypatch, capsys, senteval_dir):
+    arguments = ["--quick", "--train-file", str(tmp_path / "nope.txt")]
+    fails_before_loading(monkeypatch, capsys, unsup_wiki, arguments, "Training file not found", tmp_path / "o")
+
+
+def test_empty_train_file(tmp_path, monkeypatch, capsys, senteval_dir):
     empty = tmp_path / "empty.txt"
     empty.write_text("\n\n")
-    result = run_recipe("unsup_wiki.py", "--quick", "--train-file", str(empty), "--output-dir", str(tmp_path / "o"))
-    _fails_before_loading(result, "holds no sentences")
+    arguments = ["--quick", "--train-file", str(empty)]
+    fails_before_loading(monkeypatch, capsys, unsup_wiki, arguments, "holds no sentences", tmp_path / "o")
 
 
-def test_csv_without_columns(tmp_path, senteval_dir):
+def test_csv_without_columns(tmp_path, monkeypatch, capsys, senteval_dir):
     bad = tmp_path / "nli.csv"
     bad.write_text("premise,hypothesis,label\na,b,entailment\n")
-    result = run_recipe("sup_nli.py", "--quick", "--train-file", str(bad), "--output-dir", str(tmp_path / "o"))
-    _fails_before_loading(result, "lacks the column(s) ['sent0', 'sent1']")
+    message = "lacks the column(s) ['sent0', 'sent1']"
+    fails_before_loading(monkeypatch, capsys, sup_nli, ["--quick", "--train-file", str(bad)], message, tmp_path / "o")
 
 
-def test_senteval_dir_without_tasks(tmp_path, train_40k):
+def test_senteval_dir_without_tasks(tmp_path, monkeypatch, capsys, train_40k):
     (tmp_path / "senteval" / "STS").mkdir(parents=True)
-    result = run_recipe(
-        "unsup_wiki.py", "--quick", "--senteval-dir", str(tmp_path / "senteval"), "--output-dir", str(tmp_path / "o")
-    )
-    _fails_before_loading(result, "Missing task folder")
+    arguments = ["--quick", "--senteval-dir", str(tmp_path / "senteval")]
+    fails_before_loading(monkeypatch, capsys, unsup_wiki, arguments, "Missing task folder", tmp_path / "o")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--model", "./no-such-model"], "--model ./no-such-model: no such folder"),
+        (["--temperature", "0"], "--temperature must be a positive number"),
+        (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
+        (["--batch-size", "1"], "--batch-size must be at least 2"),
+    ],
+)
+def test_bad_values_fail_at_once(tmp_path, monkeypatch, capsys, senteval_dir, train_40k, arguments, message):
+    fails_before_loading(monkeypatch, capsys, unsup_wiki, ["--quick", *arguments], message, tmp_path / "o")
 
 
 def test_help_explains_paper_values():
