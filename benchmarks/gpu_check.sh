@@ -2,11 +2,11 @@
 # The GPU checks of issues 4 and 5 in one run, on a lent GPU machine with no network. Expects, beside the repo:
 #   .whl/            wheels of sentence-transformers 6.2, datasets (+ dill, multiprocess); .whl/ds4/ an older datasets
 #   .device-data/    ../shared's layout: models/splade-tiny, data/unsup/train_40k.txt, data/senteval
-# Usage: bash benchmarks/gpu_check.sh OUT_DIR [recipes] [throughput] [profile]   (default: all three)
+# Usage: bash benchmarks/gpu_check.sh OUT_DIR [recipes] [throughput] [profile] [levers]   (default: all four)
 set -uo pipefail
 OUT=${1:-output/gpu}
 STAGES=${*:2}
-STAGES=${STAGES:-recipes throughput profile}
+STAGES=${STAGES:-recipes throughput profile levers}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
@@ -51,4 +51,21 @@ echo "=== profile of one SimCSELoss step, bert-base, batch 64"
 python3 benchmarks/train_throughput.py --device cuda --dtype bf16 --models bert-base --batch-sizes 64 --repeats 3 \
   --cached-models --profile --shared-dir $D --senteval-dir $S --scratch /tmp/bench > "$OUT/profile.txt" 2>&1
 grep -A 30 "Self CPU %" "$OUT/profile.txt" | head -40
+fi
+if [[ $STAGES == *levers* ]]; then
+echo "=== recipe path against the plain loop, whole runs (benchmarks/recipe_speed.py --device cuda)"
+python3 benchmarks/recipe_speed.py --device cuda --tiny-steps 625 --bert-steps 500 --output "$OUT/recipe_speed.json" 2>/dev/null | tail -12
+echo "=== the recipe, 250 steps of a random bert-base-sized model, each lever off and on"
+test -d $D/models/bert-base-random || python3 -c "
+import shutil, torch
+from transformers import BertConfig, BertModel
+torch.manual_seed(0)
+BertModel(BertConfig()).save_pretrained('$D/models/bert-base-random')
+[shutil.copy(f'$D/models/splade-tiny/{n}', '$D/models/bert-base-random/') for n in ('tokenizer.json', 'tokenizer_config.json')]"
+LEVER_ARGS=(--model $D/models/bert-base-random --train-file $D/data/unsup/train_40k.txt --senteval-dir $S --lr 3e-5 --max-steps 250 --eval-steps 125)
+for lever in "--amp none" "--amp fp16" "--attention eager" "--attention sdpa" "--compile" "--no-compile"; do
+  name=$(echo "$lever" | tr -d ' -')
+  python3 recipes/unsup_wiki.py "${LEVER_ARGS[@]}" $lever --output-dir "$OUT/lever-$name" > /dev/null 2>&1
+  python3 -c "import json; m = json.load(open('$OUT/lever-$name/metrics.json')); print('$lever', 'train s', m['train_seconds'], 'steps/s', round(250 / m['train_seconds'], 2), 'avg', m['test']['Avg.'])"
+done
 fi

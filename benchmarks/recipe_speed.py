@@ -10,7 +10,8 @@ Rows, interleaved repeat by repeat, each timed from building the model to the en
   the recipe's learning rate, seeded shuffling. The floor of overhead.
 - ``recipe, no evaluation``: ``recipes/unsup_wiki.py``'s own code (its arguments, model and loss, and
   ``st_simcse.training.fit``: model.fit with its collator, scheduler, clipping, seeding), no evaluation.
-- ``recipe, evaluation``: the same with the STS-B dev evaluation and checkpoint every ``--eval-steps``.
+- ``recipe, evaluation``: the same with the STS-B dev evaluation and checkpoint every ``--eval-steps`` (only for
+  runs of at least one evaluation interval).
 
 Prints seconds, steps/s and the speed of each recipe row relative to the plain loop (higher is faster), and the
 share of the recipe's time that evaluation takes.
@@ -108,10 +109,25 @@ def run_plain(arguments: list[str], device: str) -> float:
     return time.perf_counter() - started
 
 
+def second_tokenization_seconds(model_path: str, batch_size: int, batches: int = 200) -> float:
+    """Seconds per step that model.fit's collator spends tokenizing the second copy of each (s, s) pair: it
+    tokenizes every column, and model.fit takes no collator that could share the first copy's tokens."""
+    args = unsup_wiki.parse_args(["--quick", "--model", model_path])
+    sentences, _ = read_sentences(args.train_file)
+    model, _ = unsup_wiki.build_model_and_loss(args)
+    started = time.perf_counter()
+    for index in range(batches):
+        model.preprocess(sentences[index * batch_size : (index + 1) * batch_size])
+    return (time.perf_counter() - started) / batches
+
+
 def measure(model_name: str, model: str, steps: int, args: argparse.Namespace, scratch: Path) -> list[dict]:
-    seconds: dict[str, list[float]] = {variant: [] for variant in VARIANTS}
+    # An evaluated row needs at least one evaluation interval; model.fit also evaluates at the end of the run, so a
+    # shorter run would time one evaluation against a few steps.
+    variants = VARIANTS if steps >= args.eval_steps else VARIANTS[:2]
+    seconds: dict[str, list[float]] = {variant: [] for variant in variants}
     for repeat in range(args.repeats):
-        for variant in VARIANTS:  # interleaved, so machine noise hits every variant alike
+        for variant in variants:  # interleaved, so machine noise hits every variant alike
             output_dir = scratch / f"{model_name}-{repeat}-{variant.replace(' ', '').replace(',', '-')}"
             evaluate = variant == "recipe, evaluation"
             eval_steps = args.eval_steps if evaluate else steps + 1
@@ -122,7 +138,7 @@ def measure(model_name: str, model: str, steps: int, args: argparse.Namespace, s
                 seconds[variant].append(run_recipe(arguments, evaluate))
     plain = statistics.median(seconds["plain loop"])
     rows = []
-    for variant in VARIANTS:
+    for variant in variants:
         median = statistics.median(seconds[variant])
         rows.append(
             {"model": model_name, "steps": steps, "variant": variant, "seconds": round(median, 2),
@@ -156,9 +172,18 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['steps_per_second']:>8.2f} {row['speed_vs_plain']:>15.3f}"
         )
     for model in dict.fromkeys(row["model"] for row in rows):
-        by_variant = {row["variant"]: row["seconds"] for row in rows if row["model"] == model}
-        share = 1 - by_variant["recipe, no evaluation"] / by_variant["recipe, evaluation"]
+        by_variant = {row["variant"]: row for row in rows if row["model"] == model}
+        if "recipe, evaluation" not in by_variant:
+            continue
+        evaluated, unevaluated = by_variant["recipe, evaluation"], by_variant["recipe, no evaluation"]
+        share = 1 - unevaluated["seconds"] / evaluated["seconds"]
         print(f"{model}: evaluation (and its checkpoints) take {100 * share:.1f}% of the evaluated recipe's time")
+    tokenize = second_tokenization_seconds(testbed.MODEL, 64)
+    step = 1 / next(row for row in rows if row["variant"] == "recipe, no evaluation")["steps_per_second"]
+    print(
+        f"second tokenization of each (s, s) pair under model.fit: {1000 * tokenize:.2f} ms per batch of 64, "
+        f"{100 * tokenize / step:.1f}% of a splade-tiny recipe step"
+    )
     if args.output:
         Path(args.output).write_text(json.dumps(rows, indent=2))
 

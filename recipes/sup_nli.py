@@ -50,6 +50,7 @@ KNOBS = [
     knob("max_grad_norm", 1.0),
     knob("amp", "auto"),
     knob("attention", "auto"),
+    knob("compile", False),
     knob("epochs", 3),
     knob("max_steps", None),
     knob("eval_steps", 125),
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         mlp_in_model=args.mlp,
         dropout=args.dropout,
         attention=args.attention,
+        compile=args.compile,
     )
     # Under torchrun every device's anchors also see the other devices' positives and hard negatives.
     loss = SimCSELoss(

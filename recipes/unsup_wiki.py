@@ -59,6 +59,7 @@ KNOBS = [
     knob("max_grad_norm", 1.0),
     knob("amp", "auto"),
     knob("attention", "auto"),
+    knob("compile", False),
     knob("epochs", 1),
     knob("max_steps", None),
     knob("eval_steps", 125),
@@ -88,6 +89,7 @@ def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer,
         max_seq_length=args.max_seq_length,
         dropout=args.dropout,
         attention=args.attention,
+        compile=args.compile,
     )
     # Under torchrun every device's anchors also see the other devices' positives (see README, multi-GPU).
     several_devices = launched_on_several_devices()

@@ -74,6 +74,7 @@ COMMON_KNOBS: dict[str, dict[str, Any]] = {
         "help": "attention implementation; auto lets transformers pick its fastest (SDPA)",
         "choices": ATTENTION_IMPLEMENTATIONS,
     },
+    "compile": {"help": "torch.compile the encoder in place (the saved model stays plain built-in modules)"},
     "epochs": {"help": "training epochs"},
     "max_steps": {"help": "stop after this many steps, overriding --epochs", "type": int},
     "eval_steps": {"help": "evaluate STS-B dev, checkpoint and keep the best model every N steps"},

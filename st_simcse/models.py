@@ -29,6 +29,7 @@ def build_model(
     dropout: float | None = None,
     device: str | None = None,
     attention: str = "auto",
+    compile: bool = False,
 ) -> SentenceTransformer:
     """A SentenceTransformer of built-in modules for SimCSE: ``Transformer`` + ``Pooling(pooling)``, and with
     ``mlp_in_model=True`` a ``Dense(d, d, tanh)`` on top, the MLP the paper keeps at test time for supervised
@@ -38,7 +39,9 @@ def build_model(
     (loaded as it is; ``pooling`` and ``mlp_in_model`` are then ignored). ``max_seq_length`` is the training
     length (the paper's 32); the STS evaluation of :mod:`st_simcse.evaluation` always encodes whole sentences.
     ``dropout``, if given, sets every dropout probability of the encoder (hidden and attention). ``attention``
-    picks transformers' attention implementation (``ATTENTION_IMPLEMENTATIONS``) for a new encoder.
+    picks transformers' attention implementation (``ATTENTION_IMPLEMENTATIONS``) for a new encoder. ``compile``
+    compiles the encoder in place with ``torch.compile`` (dynamic shapes); its parameters and state dict keep their
+    names, so the saved model is still plain built-in modules.
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLING_MODES}.")
@@ -62,6 +65,8 @@ def build_model(
         model = SentenceTransformer(modules=modules, device=device)
     if dropout is not None:
         set_dropout(model, dropout)
+    if compile:
+        model[0].auto_model.compile(dynamic=True)
     return model
 
 

@@ -338,7 +338,7 @@ def fit(
             optimizer_params={"lr": run.learning_rate},
             weight_decay=run.weight_decay,
             max_grad_norm=run.max_grad_norm,
-            evaluation_steps=run.eval_steps,
+            evaluation_steps=run.eval_steps if tracker else 0,
             use_amp=run.use_amp,
             callback=tracker.on_evaluation if tracker else None,
             show_progress_bar=True,
