@@ -202,6 +202,8 @@ def train_and_evaluate(
     main_process = int(os.environ.get("RANK", "0")) == 0
     os.makedirs(run.checkpoint_dir, exist_ok=True)
     tracker = DevTracker(run, model, main_process)
+    if run.resume and tracker.resumed_from is None:
+        print(f"No checkpoint to resume in {run.checkpoint_dir}: starting the run from its beginning.")
     if tracker.resumed_from is None and main_process:
         _write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
         tracker.evaluate_untrained()
