@@ -60,6 +60,12 @@ KNOBS = [
     knob("amp", "auto"),
     knob("attention", "auto"),
     knob("compile", False),
+    knob(
+        "tokenize_once",
+        True,
+        "tokenize each sentence once and let SimCSELoss embed it twice (same training; "
+        "model.fit's collator would otherwise tokenize both copies; ignored with --loss mnrl)",
+    ),
     knob("epochs", 1),
     knob("max_steps", None),
     knob("eval_steps", 125),
@@ -78,6 +84,12 @@ QUICK = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv)
+
+
+def training_data(args: argparse.Namespace) -> DuplicateInputDataset:
+    """Every sentence paired with itself; with --tokenize-once the loss makes the copy after tokenization."""
+    once = args.tokenize_once and args.loss == "simcse"
+    return DuplicateInputDataset.from_text_file(resolve_training_file(args.train_file), duplicate_in_loss=once)
 
 
 def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer, nn.Module]:
@@ -108,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = checked_training_run(args, loss_owns_state=args.loss == "simcse" and args.mlp)
     if run.resume and run.finished:
         return report_finished(run)
-    dataset = DuplicateInputDataset.from_text_file(resolve_training_file(args.train_file))
+    dataset = training_data(args)
     log_path = log_to_file(args.output_dir)
     print(f"{len(dataset)} training sentences ({dataset.skipped_blank_lines} blank lines skipped)")
 

@@ -46,6 +46,10 @@ class DuplicateInputDataset(_TextTupleDataset):
 
     Args:
         sentences: The training sentences. Empty or whitespace-only entries are an error.
+        duplicate_in_loss: Give each example as the single column ``(sentence,)`` instead, and let
+            :class:`st_simcse.SimCSELoss` make the second copy after tokenization: the same training (the same
+            tokens, two dropout masks), but every sentence is tokenized once, also under ``model.fit``, whose
+            collator tokenizes every column. Only for SimCSELoss / CachedSimCSELoss.
 
     Example:
         ::
@@ -60,7 +64,7 @@ class DuplicateInputDataset(_TextTupleDataset):
 
     column_names = ("anchor", "positive")
 
-    def __init__(self, sentences: Iterable[str]) -> None:
+    def __init__(self, sentences: Iterable[str], duplicate_in_loss: bool = False) -> None:
         sentences = list(sentences)
         for index, sentence in enumerate(sentences):
             if not isinstance(sentence, str) or not sentence.strip():
@@ -70,28 +74,32 @@ class DuplicateInputDataset(_TextTupleDataset):
                 )
         if not sentences:
             raise ValueError("DuplicateInputDataset needs at least one sentence, got none.")
-        super().__init__([(sentence, sentence) for sentence in sentences])
+        super().__init__([(sentence,) if duplicate_in_loss else (sentence, sentence) for sentence in sentences])
+        if duplicate_in_loss:
+            self.column_names = ("anchor",)
         self.sentences = sentences
         self.skipped_blank_lines = 0
 
     @classmethod
-    def from_text_file(cls, path: str | os.PathLike) -> DuplicateInputDataset:
+    def from_text_file(cls, path: str | os.PathLike, duplicate_in_loss: bool = False) -> DuplicateInputDataset:
         """One sentence per line (UTF-8). Blank lines are skipped and counted in ``skipped_blank_lines``;
         a line that is not valid UTF-8 raises a ``ValueError`` naming the line."""
         sentences, blank = read_sentences(path)
-        dataset = cls(sentences)
+        dataset = cls(sentences, duplicate_in_loss=duplicate_in_loss)
         dataset.skipped_blank_lines = blank
         return dataset
 
     @classmethod
-    def from_hf_dataset(cls, dataset: HFDataset, column: str = "text") -> DuplicateInputDataset:
+    def from_hf_dataset(
+        cls, dataset: HFDataset, column: str = "text", duplicate_in_loss: bool = False
+    ) -> DuplicateInputDataset:
         """The sentences of one column of a ``datasets.Dataset``."""
         if column not in dataset.column_names:
             raise ValueError(
                 f"The dataset has no column {column!r}; its columns are {dataset.column_names}. "
                 "Pass the column that holds the sentences as column=..."
             )
-        return cls(dataset[column])
+        return cls(dataset[column], duplicate_in_loss=duplicate_in_loss)
 
 
 class PairDataset(_TextTupleDataset):

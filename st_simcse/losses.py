@@ -66,13 +66,19 @@ def dropout_probabilities(model: nn.Module) -> list[float]:
     return [module.p for module in model.modules() if isinstance(module, nn.modules.dropout._DropoutNd)]
 
 
-def _check_columns(sentence_features: list[dict[str, Tensor]]) -> None:
-    if len(sentence_features) < 2:
+def _columns(sentence_features: Iterable[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    """The input columns, checked; a single column is unsupervised SimCSE and becomes (column, copy of it), so the
+    sentences are tokenized once and still embedded twice, with two dropout masks."""
+    sentence_features = list(sentence_features)
+    if not sentence_features:
         raise ValueError(
-            f"SimCSELoss needs at least 2 input columns, (anchor, positive) or (anchor, positive, hard_negative), "
-            f"but got {len(sentence_features)}. For unsupervised SimCSE, duplicate every sentence into an "
-            "(anchor, positive) pair, e.g. with st_simcse.DuplicateInputDataset."
+            "SimCSELoss got no input column. Pass (sentence,) for unsupervised SimCSE (or (sentence, sentence), "
+            "e.g. from st_simcse.DuplicateInputDataset), (anchor, positive) pairs or (anchor, positive, "
+            "hard_negative) triplets."
         )
+    if len(sentence_features) == 1:
+        # A shallow copy: per-column forwards (under AdaptiveLayerLoss) write their outputs into the dict.
+        sentence_features = [sentence_features[0], dict(sentence_features[0])]
     sizes = [
         next(len(value) for value in features.values() if torch.is_tensor(value)) for features in sentence_features
     ]
@@ -82,6 +88,7 @@ def _check_columns(sentence_features: list[dict[str, Tensor]]) -> None:
             "Every anchor needs exactly one positive (and one hard negative per negative column): drop or fill "
             "the rows with missing values before training."
         )
+    return sentence_features
 
 
 MATRYOSHKA_HEAD_ERROR = (
@@ -172,8 +179,9 @@ class SimCSELoss(nn.Module):
             - Reference implementation: https://github.com/princeton-nlp/SimCSE
 
         Requirements:
-            1. (anchor, positive) pairs: unsupervised SimCSE when anchor == positive (see
-               :class:`st_simcse.DuplicateInputDataset`), or supervised positive pairs.
+            1. Single sentences or (sentence, sentence) pairs for unsupervised SimCSE (see
+               :class:`st_simcse.DuplicateInputDataset`): a single column is embedded twice in the merged pass, so
+               each sentence is tokenized only once; or supervised (anchor, positive) pairs.
             2. (anchor, positive, hard_negative) triplets, e.g. NLI (premise, entailment, contradiction).
             3. Batches of several examples: the other examples of the batch are the negatives.
 
@@ -181,6 +189,8 @@ class SimCSELoss(nn.Module):
             +---------------------------------------------------+--------+
             | Inputs                                            | Labels |
             +===================================================+========+
+            | (sentence,) single column (unsupervised SimCSE)   | none   |
+            +---------------------------------------------------+--------+
             | (sentence, sentence) pairs (unsupervised SimCSE)  | none   |
             +---------------------------------------------------+--------+
             | (anchor, positive) pairs                          | none   |
@@ -268,7 +278,14 @@ class SimCSELoss(nn.Module):
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
-        _check_columns(sentence_features)
+        if len(sentence_features) == 1 and _under_adaptive_layer_loss(self.model):
+            # AdaptiveLayerLoss hands layers between calls through each column's dict; a copy made here would
+            # carry the first copy's layers into the second.
+            raise ValueError(
+                "Inside AdaptiveLayerLoss, SimCSELoss needs (sentence, sentence) pairs, not a single column: use "
+                "st_simcse.DuplicateInputDataset without duplicate_in_loss."
+            )
+        sentence_features = _columns(sentence_features)
         self._warn_if_views_identical(sentence_features)
         if self.mlp is not None and isinstance(self.model.__dict__.get("forward"), MatryoshkaForward):
             raise ValueError(MATRYOSHKA_HEAD_ERROR.format(name=type(self).__name__))
@@ -426,6 +443,8 @@ class CachedSimCSELoss(CachedLossMixin, nn.Module):
             +---------------------------------------------------+--------+
             | Inputs                                            | Labels |
             +===================================================+========+
+            | (sentence,) single column (unsupervised SimCSE)   | none   |
+            +---------------------------------------------------+--------+
             | (sentence, sentence) pairs (unsupervised SimCSE)  | none   |
             +---------------------------------------------------+--------+
             | (anchor, positive, hard_negative) triplets        | none   |
@@ -490,8 +509,7 @@ class CachedSimCSELoss(CachedLossMixin, nn.Module):
         return True
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        sentence_features = list(sentence_features)
-        _check_columns(sentence_features)
+        sentence_features = _columns(sentence_features)
         if _under_adaptive_layer_loss(self.model):
             raise ValueError(ADAPTIVE_CACHED_ERROR)
         if self.mlp is not None and "calculate_loss" in self.__dict__:  # MatryoshkaLoss decorated calculate_loss

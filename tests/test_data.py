@@ -127,3 +127,11 @@ def test_collator_tokenizes_duplicate_columns_once():
         [{"anchor": "a b", "positive": "x"}, {"anchor": "c", "positive": "y"}]
     )
     assert calls == [["a b", "c"], ["x", "y"]]
+
+
+def test_duplicate_in_loss_gives_one_column():
+    dataset = DuplicateInputDataset(["a man plays", "a dog runs"], duplicate_in_loss=True)
+    assert dataset[1].texts == ["a dog runs"]
+    hf = dataset.to_hf_dataset()
+    assert hf.column_names == ["anchor"] and hf["anchor"] == ["a man plays", "a dog runs"]
+    assert DuplicateInputDataset(["a man plays"])[0].texts == ["a man plays", "a man plays"]

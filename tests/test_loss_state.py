@@ -101,8 +101,9 @@ def test_trainer_resume_without_saved_head_is_refused(tmp_path, tiny_bert_dir):
     assert torch.equal(head_before, loss.mlp.dense.weight)
 
 
-def _fit(model, loss, checkpoint_dir, resume=False, seed=None):
-    loader = DataLoader(DuplicateInputDataset(TRAIN), batch_size=BATCH, shuffle=False)
+def _fit(model, loss, checkpoint_dir, resume=False, seed=None, duplicate_in_loss=False):
+    dataset = DuplicateInputDataset(TRAIN, duplicate_in_loss=duplicate_in_loss)
+    loader = DataLoader(dataset, batch_size=BATCH, shuffle=False)
     arguments = dict(
         epochs=1,
         steps_per_epoch=STEPS,
@@ -140,3 +141,15 @@ def test_seed_callback_drives_dropout_under_model_fit(tmp_path, tiny_bert_dir):
         finals[name] = _weights(model, loss)
     _assert_equal_weights(finals["a"], finals["b"])
     assert not torch.equal(finals["a"]["head.dense.weight"], finals["c"]["head.dense.weight"])
+
+
+@pytest.mark.slow
+def test_model_fit_on_single_columns_trains_exactly_as_on_pairs(tmp_path, tiny_bert_dir):
+    """The recipe's --tokenize-once: model.fit's collator tokenizes one column, the loss embeds it twice; the
+    weights after 20 steps equal those of training on (s, s) pairs."""
+    finals = []
+    for once in (False, True):
+        model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+        _fit(model, loss, tmp_path / f"once-{once}", seed=5, duplicate_in_loss=once)
+        finals.append(_weights(model, loss))
+    _assert_equal_weights(*finals)

@@ -174,10 +174,35 @@ def test_bad_hard_negative_weight(weight):
         SimCSELoss(_Stub(), hard_negative_weight=weight)
 
 
-def test_fewer_than_two_columns(tiny_model):
+def test_no_columns(tiny_model):
     loss = SimCSELoss(tiny_model)
-    with pytest.raises(ValueError, match="at least 2 input columns.*DuplicateInputDataset"):
-        loss([tiny_model.preprocess(sentences(3))], None)
+    with pytest.raises(ValueError, match="got no input column.*DuplicateInputDataset"):
+        loss([], None)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_single_column_equals_the_duplicated_pair(tiny_model, cached):
+    """One column is unsupervised SimCSE: the same loss and gradients as (s, s), on the same dropout draws, but
+    the sentences were tokenized once."""
+    from st_simcse import CachedSimCSELoss
+
+    if cached:
+        loss = CachedSimCSELoss(tiny_model, mlp_head=True, mini_batch_size=3)
+    else:
+        loss = SimCSELoss(tiny_model, mlp_head=True)
+    tiny_model.train()
+    batch = sentences(6)
+    results = []
+    for columns in ([tiny_model.preprocess(batch)], [tiny_model.preprocess(batch), tiny_model.preprocess(batch)]):
+        torch.manual_seed(11)
+        value = loss(columns, None)
+        value.backward()
+        results.append((value.detach(), [p.grad.clone() for p in loss.parameters() if p.grad is not None]))
+        loss.zero_grad()
+    (single, single_grads), (pair, pair_grads) = results
+    assert torch.equal(single, pair)
+    assert len(single_grads) == len(pair_grads) > 0
+    assert all(torch.equal(a, b) for a, b in zip(single_grads, pair_grads))
 
 
 def test_columns_of_unequal_length(tiny_model):

@@ -91,3 +91,9 @@ def test_cached_loss_surface(tiny_model):
     assert loss.loss.temperature == 0.1 and loss.loss.hard_negative_weight == 1.0 and loss.scale == 10.0
     assert "gao2021simcse" in loss.citation and "Scaling Deep Contrastive Learning Batch Size" in loss.citation
     assert loss.get_config_dict()["temperature"] == 0.1
+
+
+def test_single_column_inside_adaptive_layer_loss_is_refused(tiny_model):
+    loss = AdaptiveLayerLoss(tiny_model, SimCSELoss(tiny_model))
+    with pytest.raises(ValueError, match="needs \\(sentence, sentence\\) pairs, not a single column"):
+        loss([tiny_model.preprocess(["a man plays", "a dog runs"])], None)
