@@ -63,7 +63,8 @@ torch.manual_seed(0)
 BertModel(BertConfig()).save_pretrained('$D/models/bert-base-random')
 [shutil.copy(f'$D/models/splade-tiny/{n}', '$D/models/bert-base-random/') for n in ('tokenizer.json', 'tokenizer_config.json')]"
 LEVER_ARGS=(--model $D/models/bert-base-random --train-file $D/data/unsup/train_40k.txt --senteval-dir $S --lr 3e-5 --max-steps 250 --eval-steps 125)
-for lever in "--amp none" "--amp fp16" "--attention eager" "--attention sdpa" "--compile" "--no-compile"; do
+for lever in "--amp none" "--amp fp16" "--amp bf16" "--attention eager" "--attention sdpa" "--compile" "--no-compile" \
+    "--no-tokenize-once" "--tokenize-once"; do
   name=$(echo "$lever" | tr -d ' -')
   python3 recipes/unsup_wiki.py "${LEVER_ARGS[@]}" $lever --output-dir "$OUT/lever-$name" > /dev/null 2>&1
   python3 -c "import json; m = json.load(open('$OUT/lever-$name/metrics.json')); print('$lever', 'train s', m['train_seconds'], 'steps/s', round(250 / m['train_seconds'], 2), 'avg', m['test']['Avg.'])"

@@ -67,7 +67,8 @@ COMMON_KNOBS: dict[str, dict[str, Any]] = {
     "weight_decay": {"help": "AdamW weight decay"},
     "max_grad_norm": {"help": "gradient clipping norm"},
     "amp": {
-        "help": "mixed precision: auto is fp16 autocast on a GPU (the paper's --fp16), none on a CPU",
+        "help": "mixed precision: auto is bf16 autocast on a GPU that has it (no gradient scaler), else fp16 (the "
+        "paper's --fp16), none on a CPU",
         "choices": AMP_MODES,
     },
     "attention": {

@@ -41,13 +41,14 @@ class StartedRunError(ValueError):
 
 # model.fit's names for the learning-rate schedules.
 SCHEDULERS = ("WarmupLinear", "WarmupConstant", "ConstantLR", "WarmupCosine", "WarmupCosineWithHardRestarts")
-AMP_MODES = ("auto", "fp16", "none")
+AMP_MODES = ("auto", "bf16", "fp16", "none")
 
 
 @dataclass
 class TrainingRun:
     """Where a recipe writes and how it trains (every value comes from the recipe's knobs); everything here is
-    recorded in ``metrics.json``. ``amp``: "auto" is fp16 autocast on a GPU and none on a CPU."""
+    recorded in ``metrics.json``. ``amp``: "auto" is bf16 autocast on a GPU that supports it (no gradient
+    scaler), fp16 autocast with model.fit's scaler on other GPUs, and none on a CPU."""
 
     output_dir: str
     senteval_dir: str | None
@@ -67,8 +68,13 @@ class TrainingRun:
     arguments: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def use_amp(self) -> bool:
-        return self.amp == "fp16" or (self.amp == "auto" and torch.cuda.is_available())
+    def precision(self) -> str:
+        """The mixed precision this run uses on this machine: "bf16", "fp16" or "none"."""
+        if self.amp != "auto":
+            return self.amp
+        if not torch.cuda.is_available():
+            return "none"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
     @property
     def checkpoint_dir(self) -> str:
@@ -168,6 +174,24 @@ class SeedCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:
             set_seed(self.seed)
+
+
+class BFloat16Autocast(nn.Module):
+    """Runs a loss (the encoder's forward inside it) under bf16 autocast: mixed precision without a gradient
+    scaler, which model.fit (fp16 only) cannot set. SimCSELoss computes its similarities in float32 regardless."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        self.loss = loss
+
+    @property
+    def model(self) -> nn.Module:
+        return self.loss.model
+
+    def forward(self, sentence_features, labels=None):
+        device_type = next(self.loss.parameters()).device.type
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            return self.loss(sentence_features, labels)
 
 
 @contextmanager
@@ -329,9 +353,11 @@ def fit(
     # sees the same batches. The SeedCallback makes the same seed drive the dropout masks.
     generator = torch.Generator().manual_seed(run.seed)
     loader = DataLoader(dataset, batch_size=run.batch_size, shuffle=True, generator=generator)
+    # model.fit's use_amp is fp16 with a gradient scaler; bf16 needs no scaler, so the loss runs under autocast.
+    objective = BFloat16Autocast(loss) if run.precision == "bf16" else loss
     with fit_callbacks(SeedCallback(run.seed)):
         model.fit(
-            train_objectives=[(loader, loss)],
+            train_objectives=[(loader, objective)],
             evaluator=tracker.evaluator if tracker else None,
             epochs=1 if run.max_steps else run.epochs,
             steps_per_epoch=run.max_steps,
@@ -341,7 +367,7 @@ def fit(
             weight_decay=run.weight_decay,
             max_grad_norm=run.max_grad_norm,
             evaluation_steps=run.eval_steps if tracker else 0,
-            use_amp=run.use_amp,
+            use_amp=run.precision == "fp16",
             callback=tracker.on_evaluation if tracker else None,
             show_progress_bar=True,
             checkpoint_path=run.checkpoint_dir,

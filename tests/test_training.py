@@ -100,3 +100,23 @@ def test_trainer_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
     assert trainer.state.global_step == 50
     after = _held_out_loss(loss, held_out)
     _assert_trained_and_saved(model, loss, head_before, before, after, tmp_path)
+
+
+def test_bf16_autocast_wrapper_runs_the_encoder_in_bf16(tiny_model):
+    from conftest import sentences
+
+    from st_simcse.training import BFloat16Autocast
+
+    loss = SimCSELoss(tiny_model, mlp_head=True)
+    wrapped = BFloat16Autocast(loss)
+    assert wrapped.model is tiny_model and list(wrapped.parameters()) == list(loss.parameters())
+    dense = tiny_model[0].auto_model.encoder.layer[0].intermediate.dense
+    dtypes = []
+    hook = dense.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    batch = sentences(4)
+    value = wrapped([tiny_model.preprocess(batch), tiny_model.preprocess(batch)], None)
+    hook.remove()
+    assert dtypes == [torch.bfloat16]  # one merged forward, in bf16
+    assert value.dtype == torch.float32  # the similarities stay in float32
+    value.backward()
+    assert loss.mlp.dense.weight.grad is not None and loss.mlp.dense.weight.grad.dtype == torch.float32
