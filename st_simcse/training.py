@@ -138,7 +138,8 @@ class TrainingRun:
             changed = {
                 name: (saved.get(name), value)
                 for name, value in self.arguments.items()
-                if name not in RESUMABLE_CHANGES and saved.get(name) != value
+                # An option the run did not record (an older st_simcse) is not a change.
+                if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value
             }
             if changed:
                 listed = ", ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items())
