@@ -42,7 +42,7 @@ def loss_owned_state(loss: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor for name, tensor in loss.state_dict().items() if not name.startswith("model.")}
 
 
-def _unwrap(model: Any) -> Any:
+def unwrap_model(model: Any) -> Any:
     # DDP (``.module``) and torch.compile (``._orig_mod``) wrap the model the loss holds.
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "_orig_mod", None) or model.module
@@ -55,7 +55,7 @@ def _trained_owners(model: Any, optimizer: Any) -> list[nn.Module]:
     owners = []
     for ref in _owners:
         loss = ref()
-        if loss is None or _unwrap(loss.model) is not _unwrap(model):
+        if loss is None or unwrap_model(loss.model) is not unwrap_model(model):
             continue
         own_parameters = [p for name, p in loss.named_parameters() if not name.startswith("model.")]
         if not own_parameters or any(id(p) in optimised for p in own_parameters):

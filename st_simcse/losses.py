@@ -18,7 +18,7 @@ from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from sentence_transformers.util import all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
-from st_simcse.loss_state import install_default_callback, register_loss_state
+from st_simcse.loss_state import install_default_callback, register_loss_state, unwrap_model
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def _wrapper_being_built() -> nn.Module | None:
 
 
 def _under_adaptive_layer_loss(model: nn.Module) -> bool:
-    first = getattr(model, "module", model)[0]
+    first = unwrap_model(model)[0]
     return isinstance(first.__dict__.get("forward"), TransformerDecorator)
 
 
