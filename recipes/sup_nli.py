@@ -14,6 +14,8 @@ align_uniform.png, checkpoints/, arguments.json and run.log.
 
 from __future__ import annotations
 
+import argparse
+
 import testbed
 from transformers import set_seed
 
@@ -29,6 +31,7 @@ from st_simcse.cli import (
     report_results,
     run_main,
 )
+from st_simcse.seeds import run_seeds
 from st_simcse.training import train_and_evaluate
 
 # The paper's supervised BERT-base setting (its Appendix A and run_sup_example.sh); `--help` says what each does.
@@ -56,6 +59,7 @@ KNOBS = [
     knob("eval_steps", 125),
     knob("eval_batch_size", 128),
     knob("seed", 42),
+    knob("seeds", None),
     knob("output_dir", "output/sup-simcse"),
 ]
 # The offline testbed (--quick): 6k SNLI triplets, so smaller batches (more steps) and the tiny model's higher rate.
@@ -71,7 +75,12 @@ QUICK = {
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv)
+    if args.seeds:
+        return run_seeds(train, checked_training_run, args)
+    return train(args)
 
+
+def train(args: argparse.Namespace) -> dict:
     # 1. Check every input before loading the model, and write nothing for a run that is already finished.
     run = checked_training_run(args)
     if run.resume and run.finished:

@@ -5,6 +5,10 @@ which makes the positive pair, and the other sentences of the batch are the nega
 paper's BERT-base run; ``--quick`` runs the same pipeline offline on the small testbed in a few minutes on CPU:
 
     python recipes/unsup_wiki.py --quick
+    python recipes/unsup_wiki.py --quick --seeds 42 43 44            # mean +- std over seeds
+    python recipes/unsup_wiki.py --quick --mlm-weight 0.1            # + the MLM auxiliary objective
+    python recipes/unsup_wiki.py --quick --loss esimcse              # ESimCSE: word repetition + momentum queue
+    python recipes/unsup_wiki.py --quick --augmentation crop --augmentation-rate 0.2   # paper Table 1
 
 Outputs go to --output-dir (default output/unsup-simcse/, about 70 MB with its checkpoints): the best model,
 metrics.json, dev_curve.png, align_uniform.png, checkpoints/, arguments.json and run.log.
@@ -20,7 +24,8 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from torch import nn
 from transformers import set_seed
 
-from st_simcse import DuplicateInputDataset, SimCSELoss, build_model, resolve_training_file
+from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model, resolve_training_file
+from st_simcse.augmentation import AUGMENTATIONS, make_augmentation
 from st_simcse.cli import (
     build_parser,
     checked_training_run,
@@ -32,7 +37,8 @@ from st_simcse.cli import (
     report_results,
     run_main,
 )
-from st_simcse.training import train_and_evaluate
+from st_simcse.seeds import run_seeds
+from st_simcse.training import TrainingRun, train_and_evaluate
 
 # The paper's unsupervised BERT-base setting (its Appendix A and run_unsup_example.sh); `--help` says what each does.
 KNOBS = [
@@ -42,14 +48,37 @@ KNOBS = [
     knob(
         "loss",
         "simcse",
-        "simcse: SimCSELoss; mnrl: sentence-transformers' MultipleNegativesRankingLoss with "
-        "the same temperature and no MLP, for comparison",
-        choices=("simcse", "mnrl"),
+        "simcse: SimCSELoss; esimcse: ESimCSELoss (momentum encoder + queue of negatives; brings "
+        "--augmentation word_repetition); mnrl: sentence-transformers' MultipleNegativesRankingLoss with the same "
+        "temperature and no MLP, for comparison",
+        choices=("simcse", "esimcse", "mnrl"),
     ),
+    knob(
+        "augmentation",
+        "none",
+        "discrete augmentation of the positive copy (paper Table 1; ESimCSE: word_repetition); none: dropout "
+        "alone makes the positive",
+        choices=("none", *AUGMENTATIONS),
+    ),
+    knob(
+        "augmentation_rate",
+        None,
+        "fraction cropped / deleted (crop, word_deletion: 0.1) or ESimCSE's repetition rate (0.32)",
+        type=float,
+    ),
+    knob("mlm_weight", 0.0, "weight of the masked-LM auxiliary objective (the paper's appendix: 0.1); 0 is off"),
+    knob("mlm_probability", 0.15, "share of tokens masked for the MLM objective (80/10/10 as BERT)"),
+    knob("momentum", 0.995, "esimcse: momentum of the moving-average encoder that fills the queue"),
+    knob("queue_size", 160, "esimcse: earlier sentences queued as extra negatives (2.5 x the batch size)"),
     knob("pooling", "cls"),
     knob("mlp", True, "train with the MLP over the pooled embedding; it is dropped from the saved model"),
     knob("temperature", 0.05),
     knob("dropout", 0.1),  # the noise that makes the positive pair
+    knob(
+        "shared_dropout_mask",
+        False,
+        "ablation: both copies share one dropout mask (paper Table 3's 'fixed 0.1'); training collapses",
+    ),
     knob("max_seq_length", 32),
     knob("batch_size", 64),
     knob("lr", 3e-5),
@@ -71,6 +100,7 @@ KNOBS = [
     knob("eval_steps", 125),
     knob("eval_batch_size", 128),
     knob("seed", 42),
+    knob("seeds", None),
     knob("output_dir", "output/unsup-simcse"),
 ]
 # The offline testbed (--quick): the tiny encoder needs a 10x higher learning rate than bert-base.
@@ -82,14 +112,22 @@ QUICK = {
 }
 
 
+# What choosing ESimCSE brings (ESimCSE's own settings); an explicit option still wins.
+PRESETS = {"loss": {"esimcse": {"augmentation": "word_repetition"}}}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv)
+    return parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv, PRESETS)
 
 
 def training_data(args: argparse.Namespace) -> DuplicateInputDataset:
-    """Every sentence paired with itself; with --tokenize-once the loss makes the copy after tokenization."""
-    once = args.tokenize_once and args.loss == "simcse"
-    return DuplicateInputDataset.from_text_file(resolve_training_file(args.train_file), duplicate_in_loss=once)
+    """Every sentence paired with itself (its positive augmented with --augmentation); without augmentation and
+    with --tokenize-once the loss makes the copy after tokenization."""
+    augmentation = make_augmentation(args.augmentation, args.augmentation_rate)
+    once = args.tokenize_once and args.loss != "mnrl" and augmentation is None
+    return DuplicateInputDataset.from_text_file(
+        resolve_training_file(args.train_file), duplicate_in_loss=once, augmentation=augmentation, seed=args.seed
+    )
 
 
 def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer, nn.Module]:
@@ -109,15 +147,44 @@ def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer,
         return model, MultipleNegativesRankingLoss(
             model, scale=1 / args.temperature, gather_across_devices=several_devices
         )
-    loss = SimCSELoss(model, temperature=args.temperature, mlp_head=args.mlp, gather_across_devices=several_devices)
+    if args.loss == "esimcse":
+        return model, ESimCSELoss(
+            model,
+            temperature=args.temperature,
+            momentum=args.momentum,
+            queue_size=args.queue_size,
+            mlp_head=args.mlp,
+            gather_across_devices=several_devices,
+        )
+    loss = SimCSELoss(
+        model,
+        temperature=args.temperature,
+        mlp_head=args.mlp,
+        gather_across_devices=several_devices,
+        mlm_weight=args.mlm_weight,
+        mlm_probability=args.mlm_probability,
+        shared_dropout_mask=args.shared_dropout_mask,
+    )
     return model, loss
+
+
+def check(args: argparse.Namespace) -> TrainingRun:
+    """Every input checked before any model loads; the loss's own state (MLP or LM head, ESimCSE's momentum encoder
+    and queue) must be in a checkpoint that is resumed."""
+    owns_state = args.loss == "esimcse" or (args.loss == "simcse" and (args.mlp or args.mlm_weight > 0))
+    return checked_training_run(args, loss_owns_state=owns_state)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.seeds:
+        return run_seeds(train, check, args)
+    return train(args)
 
+
+def train(args: argparse.Namespace) -> dict:
     # 1. Check every input before loading the model, and write nothing for a run that is already finished.
-    run = checked_training_run(args, loss_owns_state=args.loss == "simcse" and args.mlp)
+    run = check(args)
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)

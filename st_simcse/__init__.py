@@ -18,7 +18,7 @@ from st_simcse.evaluation import (
     sts_evaluator,
 )
 from st_simcse.loss_state import LossStateCallback
-from st_simcse.losses import CachedSimCSELoss, SimCSELoss
+from st_simcse.losses import CachedSimCSELoss, ESimCSELoss, SimCSELoss
 from st_simcse.models import build_model, load_simcse_model, set_dropout
 from st_simcse.tool import SimCSE
 
@@ -28,6 +28,7 @@ __all__ = [
     "AlignmentUniformityEvaluator",
     "CachedSimCSELoss",
     "DuplicateInputDataset",
+    "ESimCSELoss",
     "LossStateCallback",
     "PairDataset",
     "STSSuiteEvaluator",

@@ -44,6 +44,7 @@ class Knob:
     help: str
     choices: Sequence[Any] | None = None
     type: Callable[[str], Any] | None = None
+    nargs: str | None = None
 
     @property
     def flag(self) -> str:
@@ -81,6 +82,12 @@ COMMON_KNOBS: dict[str, dict[str, Any]] = {
     "eval_steps": {"help": "evaluate STS-B dev, checkpoint and keep the best model every N steps"},
     "eval_batch_size": {"help": "batch size for encoding during evaluation"},
     "seed": {"help": "seed of every random draw: initialisation, data order, dropout masks"},
+    "seeds": {
+        "help": "run once per seed into OUTPUT_DIR/seed-N, report each 7-task table and mean +- std (seeds.json), "
+        "keep the best dev seed's model; overrides --seed",
+        "type": int,
+        "nargs": "+",
+    },
     "output_dir": {"help": "where the model, metrics, plots, checkpoints and log go"},
 }
 
@@ -107,7 +114,12 @@ def build_parser(description: str, knobs: Sequence[Knob]) -> argparse.ArgumentPa
             continue
         value_type = knob.type or (type(knob.paper) if knob.paper is not None else str)
         parser.add_argument(
-            knob.flag, type=value_type, choices=knob.choices, default=None, help=f"{knob.help} (paper: {shown})"
+            knob.flag,
+            type=value_type,
+            choices=knob.choices,
+            nargs=knob.nargs,
+            default=None,
+            help=f"{knob.help} (paper: {shown})",
         )
     parser.add_argument(
         "--resume",
@@ -124,10 +136,23 @@ def build_parser(description: str, knobs: Sequence[Knob]) -> argparse.ArgumentPa
 
 
 def parse_recipe_arguments(
-    parser: argparse.ArgumentParser, knobs: Sequence[Knob], quick: dict[str, Any], argv: list[str] | None
+    parser: argparse.ArgumentParser,
+    knobs: Sequence[Knob],
+    quick: dict[str, Any],
+    argv: list[str] | None,
+    presets: dict[str, dict[Any, dict[str, Any]]] | None = None,
 ) -> argparse.Namespace:
-    """Parse; every knob the user did not give takes the ``--quick`` value (with ``--quick``), else the paper's."""
+    """Parse; every knob the user did not give takes the ``--quick`` value (with ``--quick``), else the paper's.
+    ``presets`` maps a knob and its value to the defaults that choice brings (e.g. ``--loss esimcse`` brings word
+    repetition); options the user gives still win."""
     args = parser.parse_args(argv)
+    paper = {knob.name: knob.paper for knob in knobs}
+    for name, choices in (presets or {}).items():
+        chosen = getattr(args, name)
+        chosen = chosen if chosen is not None else quick.get(name, paper[name]) if args.quick else paper[name]
+        for preset_name, value in choices.get(chosen, {}).items():
+            if getattr(args, preset_name) is None:
+                setattr(args, preset_name, value)
     for knob in knobs:
         if getattr(args, knob.name) is None:
             setattr(args, knob.name, quick.get(knob.name, knob.paper) if args.quick else knob.paper)
@@ -159,11 +184,46 @@ def check_arguments(args: argparse.Namespace) -> None:
     require(args.warmup_steps >= 0, f"--warmup-steps must be 0 or more, got {args.warmup_steps}.")
     require(args.weight_decay >= 0, f"--weight-decay must be 0 or more, got {args.weight_decay}.")
     require(args.max_grad_norm > 0, f"--max-grad-norm must be positive, got {args.max_grad_norm}.")
+    check_method_arguments(args)
     if looks_like_local_path(args.model):
         require(
             os.path.isdir(args.model),
             f"--model {args.model}: no such folder. Pass an existing model folder, "
             "or a hub name such as bert-base-uncased.",
+        )
+
+
+def check_method_arguments(args: argparse.Namespace) -> None:
+    """The options of the paper's variants (MLM, augmentations, ESimCSE, the dropout ablation), where the recipe has
+    them."""
+    options = vars(args)
+
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise ValueError(message)
+
+    if "mlm_weight" in options:
+        require(args.mlm_weight >= 0, f"--mlm-weight must be 0 (off) or more, got {args.mlm_weight}.")
+        require(0 < args.mlm_probability < 1, f"--mlm-probability must be in (0, 1), got {args.mlm_probability}.")
+        require(
+            args.mlm_weight == 0 or args.loss == "simcse",
+            f"--mlm-weight {args.mlm_weight} needs --loss simcse (got --loss {args.loss}).",
+        )
+    if "momentum" in options:
+        require(0 <= args.momentum < 1, f"--momentum must be in [0, 1) (ESimCSE's is 0.995), got {args.momentum}.")
+        require(args.queue_size >= 0, f"--queue-size must be 0 or more, got {args.queue_size}.")
+    if "augmentation" in options:
+        from st_simcse.augmentation import make_augmentation
+
+        try:
+            make_augmentation(args.augmentation, args.augmentation_rate)
+        except ValueError as error:
+            raise ValueError(f"--augmentation {args.augmentation} --augmentation-rate: {error}") from None
+    if options.get("shared_dropout_mask"):
+        require(
+            args.loss == "simcse" and args.augmentation == "none",
+            "--shared-dropout-mask (the paper's 'fixed 0.1' ablation) needs --loss simcse and --augmentation none: "
+            "one dropout mask is shared by two copies of the same sentence.",
         )
 
 

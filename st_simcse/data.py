@@ -3,6 +3,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ from datasets import Dataset as HFDataset
 from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 from sentence_transformers.sentence_transformer.readers import InputExample
 from torch.utils.data import Dataset
+
+from st_simcse.augmentation import Augmentation
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,12 @@ class DuplicateInputDataset(_TextTupleDataset):
             :class:`st_simcse.SimCSELoss` make the second copy after tokenization: the same training (the same
             tokens, two dropout masks), but every sentence is tokenized once, also under ``model.fit``, whose
             collator tokenizes every column. Only for SimCSELoss / CachedSimCSELoss.
+        augmentation: A discrete augmentation applied to the positive copy only (see
+            :mod:`st_simcse.augmentation`: ``Crop``, ``WordDeletion``, ``DeleteOneWord``, ``WordRepetition``).
+            None (the default, the paper's choice): both copies are the same sentence and dropout alone makes the
+            positive pair.
+        seed: Seeds the augmentation: example ``i`` always gets the same positive for the same seed, whatever the
+            order in which the examples are read.
 
     Example:
         ::
@@ -64,7 +73,18 @@ class DuplicateInputDataset(_TextTupleDataset):
 
     column_names = ("anchor", "positive")
 
-    def __init__(self, sentences: Iterable[str], duplicate_in_loss: bool = False) -> None:
+    def __init__(
+        self,
+        sentences: Iterable[str],
+        duplicate_in_loss: bool = False,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
+    ) -> None:
+        if augmentation is not None and duplicate_in_loss:
+            raise ValueError(
+                "duplicate_in_loss=True makes the positive a copy of the anchor's tokens, so it cannot carry an "
+                "augmentation: use duplicate_in_loss=False with an augmentation."
+            )
         sentences = list(sentences)
         for index, sentence in enumerate(sentences):
             if not isinstance(sentence, str) or not sentence.strip():
@@ -78,28 +98,44 @@ class DuplicateInputDataset(_TextTupleDataset):
         if duplicate_in_loss:
             self.column_names = ("anchor",)
         self.sentences = sentences
+        self.augmentation = augmentation
+        self.seed = seed
         self.skipped_blank_lines = 0
 
+    def __getitem__(self, index: int) -> InputExample:
+        if self.augmentation is None:
+            return super().__getitem__(index)
+        sentence = self.sentences[index]
+        return InputExample(texts=[sentence, self.augmentation(sentence, self._rng(index))])
+
+    def _rng(self, index: int) -> random.Random:
+        return random.Random(f"{self.seed}/{index}")
+
+    def to_hf_dataset(self) -> HFDataset:
+        if self.augmentation is None:
+            return super().to_hf_dataset()
+        positives = [self.augmentation(s, self._rng(i)) for i, s in enumerate(self.sentences)]
+        return HFDataset.from_dict({"anchor": self.sentences, "positive": positives})
+
     @classmethod
-    def from_text_file(cls, path: str | os.PathLike, duplicate_in_loss: bool = False) -> DuplicateInputDataset:
+    def from_text_file(cls, path: str | os.PathLike, **options: Any) -> DuplicateInputDataset:
         """One sentence per line (UTF-8). Blank lines are skipped and counted in ``skipped_blank_lines``;
-        a line that is not valid UTF-8 raises a ``ValueError`` naming the line."""
+        a line that is not valid UTF-8 raises a ``ValueError`` naming the line. ``options`` are the constructor's
+        (``duplicate_in_loss``, ``augmentation``, ``seed``)."""
         sentences, blank = read_sentences(path)
-        dataset = cls(sentences, duplicate_in_loss=duplicate_in_loss)
+        dataset = cls(sentences, **options)
         dataset.skipped_blank_lines = blank
         return dataset
 
     @classmethod
-    def from_hf_dataset(
-        cls, dataset: HFDataset, column: str = "text", duplicate_in_loss: bool = False
-    ) -> DuplicateInputDataset:
-        """The sentences of one column of a ``datasets.Dataset``."""
+    def from_hf_dataset(cls, dataset: HFDataset, column: str = "text", **options: Any) -> DuplicateInputDataset:
+        """The sentences of one column of a ``datasets.Dataset``; ``options`` are the constructor's."""
         if column not in dataset.column_names:
             raise ValueError(
                 f"The dataset has no column {column!r}; its columns are {dataset.column_names}. "
                 "Pass the column that holds the sentences as column=..."
             )
-        return cls(dataset[column], duplicate_in_loss=duplicate_in_loss)
+        return cls(dataset[column], **options)
 
 
 class PairDataset(_TextTupleDataset):

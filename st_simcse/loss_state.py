@@ -1,5 +1,5 @@
-"""Checkpointing of the parameters a loss owns (SimCSE's training-only MLP head), so that resuming a
-``SentenceTransformerTrainer`` or ``model.fit`` run restores them exactly.
+"""Checkpointing of the tensors a loss owns (SimCSE's training-only MLP head, the MLM head, ESimCSE's momentum
+encoder and queue), so that resuming a ``SentenceTransformerTrainer`` or ``model.fit`` run restores them exactly.
 
 The Trainer checkpoints only the model (``model.save_pretrained``), the optimizer, the scheduler and the RNG
 states; a loss-owned module would restart from a fresh initialisation on resume while its optimizer state is
@@ -57,7 +57,10 @@ def _trained_owners(model: Any, optimizer: Any) -> list[nn.Module]:
         loss = ref()
         if loss is None or unwrap_model(loss.model) is not unwrap_model(model):
             continue
-        own_parameters = [p for name, p in loss.named_parameters() if not name.startswith("model.")]
+        # Only trained parameters tell: a momentum encoder (no gradient) is never in the optimizer.
+        own_parameters = [
+            p for name, p in loss.named_parameters() if not name.startswith("model.") and p.requires_grad
+        ]
         if not own_parameters or any(id(p) in optimised for p in own_parameters):
             owners.append(loss)
     return owners
@@ -66,7 +69,8 @@ def _trained_owners(model: Any, optimizer: Any) -> list[nn.Module]:
 def save_loss_state(losses: list[nn.Module], folder: str) -> None:
     """Write the own tensors of ``losses`` to ``folder/loss_state.safetensors`` (write-then-rename)."""
     tensors = {
-        f"{index}.{name}": tensor.detach().contiguous().cpu()
+        # A copy each: safetensors refuses tensors that share memory (an LM head's tied decoder bias).
+        f"{index}.{name}": tensor.detach().cpu().clone()
         for index, loss in enumerate(losses)
         for name, tensor in loss_owned_state(loss).items()
     }

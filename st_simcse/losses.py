@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sys
@@ -19,6 +20,7 @@ from sentence_transformers.util import all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
 from st_simcse.loss_state import install_default_callback, register_loss_state, unwrap_model
+from st_simcse.mlm import IGNORE_INDEX, MLM_HEAD_INITS, build_lm_head, mask_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,14 @@ SIMCSE_CITATION = """
     author={Gao, Tianyu and Yao, Xingcheng and Chen, Danqi},
     booktitle={Empirical Methods in Natural Language Processing (EMNLP)},
     year={2021}
+}
+"""
+ESIMCSE_CITATION = """
+@inproceedings{wu2022esimcse,
+    title={{ESimCSE}: Enhanced Sample Building Method for Contrastive Learning of Unsupervised Sentence Embedding},
+    author={Wu, Xing and Gao, Chaochen and Zang, Liangjun and Han, Jizhong and Wang, Zhongyuan and Hu, Songlin},
+    booktitle={Proceedings of the 29th International Conference on Computational Linguistics (COLING)},
+    year={2022}
 }
 """
 GRADCACHE_CITATION = """
@@ -97,6 +107,11 @@ MATRYOSHKA_HEAD_ERROR = (
     "(the Matryoshka sizes are then trained directly, as the saved model serves them), or keep the paper's MLP in "
     "the model with st_simcse.build_model(..., mlp_in_model=True), so that MatryoshkaLoss truncates its output."
 )
+WRAPPED_OPTION_ERROR = (
+    "{name} with {options} cannot be wrapped in {wrapper}: these options need the loss's own single forward pass "
+    "over the untruncated embeddings (the masked-LM copy, the shared dropout mask, the momentum encoder's queue). "
+    "Use the loss without the wrapper, or without those options."
+)
 ADAPTIVE_CACHED_ERROR = (
     "CachedSimCSELoss cannot be wrapped in AdaptiveLayerLoss: GradCache re-embeds the inputs during the backward "
     "pass, after AdaptiveLayerLoss has removed the hook that supplies the earlier layers. Use SimCSELoss inside "
@@ -104,7 +119,7 @@ ADAPTIVE_CACHED_ERROR = (
 )
 
 
-def _wrapper_being_built() -> nn.Module | None:
+def _wrapper_being_built() -> type[nn.Module] | None:
     """The MatryoshkaLoss / AdaptiveLayerLoss whose ``__init__`` is running further up the stack, if any. Both ask
     ``uses_gradient_cache(loss)`` while they are built: the one moment at which the inner loss can refuse a
     combination before any training time is spent."""
@@ -115,7 +130,7 @@ def _wrapper_being_built() -> nn.Module | None:
             return None
         candidate = frame.f_locals.get("self")
         if frame.f_code.co_name == "__init__" and isinstance(candidate, (MatryoshkaLoss, AdaptiveLayerLoss)):
-            return candidate
+            return MatryoshkaLoss if isinstance(candidate, MatryoshkaLoss) else AdaptiveLayerLoss
     return None
 
 
@@ -132,6 +147,10 @@ class SimCSELoss(nn.Module):
         hard_negative_weight: float = 0.0,
         mlp_head: bool = False,
         gather_across_devices: bool = False,
+        mlm_weight: float = 0.0,
+        mlm_probability: float = 0.15,
+        mlm_head_init: str = "auto",
+        shared_dropout_mask: bool = False,
     ) -> None:
         """
         SimCSE: the contrastive loss of Gao, Yao & Chen (2021). For every anchor ``h_i`` in a batch of ``N``,
@@ -173,6 +192,21 @@ class SimCSELoss(nn.Module):
             gather_across_devices: If True, gather the positives and hard negatives of all devices (with
                 gradients) before computing the loss, so every anchor sees ``world_size * N`` positives and
                 as many hard negatives per column. Recommended for multi-GPU training.
+            mlm_weight: The weight ``λ`` of the masked-language-model auxiliary objective of the paper's appendix
+                (its code's ``--do_mlm --mlm_weight 0.1``): the loss becomes SimCSE's plus ``λ`` times BERT's
+                masked-LM cross-entropy on a separately masked copy of the anchors, which is embedded in the same
+                merged forward pass. ``0.0`` (the default, the paper's main setting) turns it off. The LM head
+                belongs to this loss like the MLP head: trained, checkpointed with the loss state, never saved in
+                the model.
+            mlm_probability: The share of real tokens chosen for prediction (0.15); a chosen token becomes
+                ``[MASK]`` 80 % of the time, a random token 10 %, and stays 10 %, as in BERT.
+            mlm_head_init: Where the LM head's weights come from: ``"checkpoint"`` (the encoder checkpoint's own
+                trained MLM head), ``"random"`` (as the paper's code, whose ``lm_head`` does not load the
+                pre-trained head: normal(0, initializer_range), untied from the embeddings), or ``"auto"`` (the
+                checkpoint's where it has one, else random). Only used with ``mlm_weight > 0``.
+            shared_dropout_mask: An ablation, not a training setting: both copies of a sentence share ONE
+                dropout mask (the paper's "fixed 0.1" of Table 3), so the positive equals its anchor and training
+                collapses. Needs positives that equal their anchors.
 
         References:
             - SimCSE: Simple Contrastive Learning of Sentence Embeddings: https://arxiv.org/abs/2104.08821
@@ -208,7 +242,10 @@ class SimCSELoss(nn.Module):
               ``mlp_head=True`` is refused when the MatryoshkaLoss is built (the head is ``d x d``).
             - Inside :class:`AdaptiveLayerLoss`: trains, with or without the head (the head then maps every layer's
               pooled embedding). AdaptiveLayerLoss needs one forward pass per column, so the merged forward is off
-              there; each copy of a sentence still gets its own dropout mask.
+              there; each copy of a sentence still gets its own dropout mask. ``mlm_weight > 0`` and
+              ``shared_dropout_mask`` are refused inside either wrapper.
+            - :class:`st_simcse.ESimCSELoss` adds a momentum encoder and a queue of earlier batches' embeddings as
+              extra negatives.
 
         Example:
             ::
@@ -247,16 +284,43 @@ class SimCSELoss(nn.Module):
                 "alpha as a log-weight added to each anchor's own hard-negative logit: 0.0 means alpha = 1 "
                 "(no reweighting), math.log(alpha) gives any other alpha > 0."
             )
+        if not (isinstance(mlm_weight, (int, float)) and math.isfinite(mlm_weight) and mlm_weight >= 0):
+            raise ValueError(
+                f"mlm_weight must be a finite number >= 0, got {mlm_weight!r}. The paper's appendix uses 0.1; 0 turns "
+                "the masked-LM objective off."
+            )
+        if not (isinstance(mlm_probability, (int, float)) and 0 < mlm_probability < 1):
+            raise ValueError(f"mlm_probability must be in (0, 1), got {mlm_probability!r}; BERT uses 0.15.")
+        if mlm_head_init not in MLM_HEAD_INITS:
+            raise ValueError(f"mlm_head_init must be one of {MLM_HEAD_INITS}, got {mlm_head_init!r}.")
+        if shared_dropout_mask and mlm_weight > 0:
+            raise ValueError(
+                "shared_dropout_mask=True is the paper's 'fixed 0.1' ablation of plain SimCSE; it does not combine "
+                "with mlm_weight > 0. Set one of them."
+            )
         self.model = model
         self.temperature = float(temperature)
         self.hard_negative_weight = float(hard_negative_weight)
         self.gather_across_devices = gather_across_devices
+        self.mlm_weight = float(mlm_weight)
+        self.mlm_probability = float(mlm_probability)
+        self.shared_dropout_mask = shared_dropout_mask
         self.mlp = None
         if mlp_head:
             dimension = model.get_embedding_dimension()
             if dimension is None:
                 raise ValueError("mlp_head=True needs a model with a known embedding dimension.")
             self.mlp = MLPHead(dimension, _initializer_range(model))
+        self.mlm_head = None
+        self.mlm_head_source = None
+        if self.mlm_weight > 0:
+            tokenizer = model.tokenizer
+            if getattr(tokenizer, "mask_token_id", None) is None:
+                raise ValueError("mlm_weight > 0 needs a tokenizer with a mask token, e.g. BERT's [MASK].")
+            self._mask_arguments = (tokenizer.all_special_ids, tokenizer.mask_token_id, len(tokenizer))
+            self.mlm_head, self.mlm_head_source = build_lm_head(model[0].auto_model, mlm_head_init)
+            self.mlm_head.to(model.device)
+        if self.mlp is not None or self.mlm_head is not None:
             register_loss_state(self)
         self._checked_dropout = False
         self._noted_separate_forwards = False
@@ -268,13 +332,24 @@ class SimCSELoss(nn.Module):
 
     @property
     def uses_gradient_cache(self) -> bool:
-        self._refuse_wrapper(_wrapper_being_built())
+        self._refuse_wrapper(_wrapper_being_built(), type(self).__name__)
         return False
 
-    def _refuse_wrapper(self, wrapper: nn.Module | None, name: str = "SimCSELoss") -> None:
-        """Raise for the wrapper combinations that cannot train correctly (see the README's table)."""
-        if isinstance(wrapper, MatryoshkaLoss) and self.mlp is not None:
+    def _refuse_wrapper(self, wrapper: type[nn.Module] | None, name: str = "SimCSELoss") -> None:
+        """Raise for the wrapper combinations (a MatryoshkaLoss or AdaptiveLayerLoss class) that cannot train
+        correctly (see the README's table)."""
+        if wrapper is MatryoshkaLoss and self.mlp is not None:
             raise ValueError(MATRYOSHKA_HEAD_ERROR.format(name=name))
+        options = self._options_without_wrappers()
+        if wrapper is not None and options:
+            raise ValueError(
+                WRAPPED_OPTION_ERROR.format(name=name, options=", ".join(options), wrapper=wrapper.__name__)
+            )
+
+    def _options_without_wrappers(self) -> list[str]:
+        """The options set on this loss that MatryoshkaLoss / AdaptiveLayerLoss cannot carry."""
+        options = {"mlm_weight > 0": self.mlm_head is not None, "shared_dropout_mask": self.shared_dropout_mask}
+        return [name for name, on in options.items() if on]
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
         sentence_features = list(sentence_features)
@@ -287,12 +362,63 @@ class SimCSELoss(nn.Module):
             )
         sentence_features = _columns(sentence_features)
         self._warn_if_views_identical(sentence_features)
-        if self.mlp is not None and isinstance(self.model.__dict__.get("forward"), MatryoshkaForward):
-            raise ValueError(MATRYOSHKA_HEAD_ERROR.format(name=type(self).__name__))
+        self._refuse_running_wrapper()
         self._note_separate_forwards()
-        # separate_first=False: every column (the anchor too) goes into one merged forward pass.
-        embeddings = embed_columns(self.model, sentence_features, separate_first=False)
-        return self.compute_loss_from_embeddings(embeddings, labels)
+        embeddings, mlm_loss = self._embed(sentence_features)
+        loss = self.compute_loss_from_embeddings(embeddings, labels)
+        return loss if mlm_loss is None else loss + self.mlm_weight * mlm_loss
+
+    def _refuse_running_wrapper(self) -> None:
+        # The same refusals as at construction, in case a wrapper stops asking uses_gradient_cache.
+        if isinstance(self.model.__dict__.get("forward"), MatryoshkaForward):
+            self._refuse_wrapper(MatryoshkaLoss, type(self).__name__)
+        elif _under_adaptive_layer_loss(self.model):
+            self._refuse_wrapper(AdaptiveLayerLoss, type(self).__name__)
+
+    def _embed(self, columns: list[dict[str, Tensor]]) -> tuple[list[Tensor], Tensor | None]:
+        """One merged forward pass over every column (the anchors too), plus the masked copy of the anchors when
+        the MLM objective is on; returns the columns' embeddings and the masked-LM loss (None without MLM)."""
+        if self.shared_dropout_mask:
+            anchors, positives = columns[0].get("input_ids"), columns[1].get("input_ids")
+            if anchors is None or anchors.shape != positives.shape or not torch.equal(anchors, positives):
+                raise ValueError(
+                    "shared_dropout_mask=True needs positives that equal their anchors (unsupervised SimCSE without "
+                    "augmentation): one dropout mask for two different inputs is not defined."
+                )
+            # One pass for both copies: the positive IS the anchor's embedding, the same mask by construction.
+            shared, *negatives = embed_columns(self.model, [columns[0], *columns[2:]], separate_first=False)
+            return [shared, shared, *negatives], None
+        if self.mlm_head is None:
+            # separate_first=False: every column (the anchor too) goes into one merged forward pass.
+            return embed_columns(self.model, columns, separate_first=False), None
+        anchors = columns[0]
+        masked_ids, mlm_labels = mask_tokens(
+            anchors["input_ids"], anchors["attention_mask"], *self._mask_arguments, probability=self.mlm_probability
+        )
+        features = [*columns, {**anchors, "input_ids": masked_ids}]
+        merged = merge_feature_batches(features)
+        if merged is None:
+            outputs = [self.model(column) for column in features]
+            embeddings = [output["sentence_embedding"] for output in outputs[:-1]]
+            tokens = outputs[-1]["token_embeddings"]
+        else:
+            output = self.model(merged)
+            batch_size = masked_ids.size(0)
+            embeddings = list(
+                output["sentence_embedding"][:-batch_size].reshape(len(columns), batch_size, -1).unbind(0)
+            )
+            tokens = output["token_embeddings"][-batch_size:]
+        # The merged batch may be wider than the anchors (right-padded): their tokens come first.
+        return embeddings, self._masked_lm_loss(tokens[:, : mlm_labels.size(1)], mlm_labels)
+
+    def _masked_lm_loss(self, tokens: Tensor, labels: Tensor) -> Tensor:
+        predicted = labels != IGNORE_INDEX
+        # Only the chosen positions go through the vocabulary projection: the same loss as scoring every token
+        # and ignoring the rest, for about a seventh of the cost.
+        logits = self.mlm_head(tokens[predicted])
+        if logits.size(0) == 0:
+            return tokens.sum() * 0.0  # nothing was chosen in this batch
+        return F.cross_entropy(_at_least_float32(logits), labels[predicted])
 
     def _note_separate_forwards(self) -> None:
         if self._noted_separate_forwards or not _under_adaptive_layer_loss(self.model):
@@ -307,8 +433,8 @@ class SimCSELoss(nn.Module):
     def compute_loss_from_embeddings(self, embeddings: list[Tensor], labels: Tensor | None = None) -> Tensor:
         if len(embeddings) < 2:
             raise ValueError(f"SimCSELoss needs at least 2 embedding columns, got {len(embeddings)}.")
+        self._average_own_gradients_across_devices()
         if self.mlp is not None:
-            self._average_head_gradients_across_devices()
             embeddings = [self.mlp(embedding) for embedding in embeddings]
         anchors, candidates = embeddings[0], embeddings[1:]
         batch_size = anchors.size(0)
@@ -323,7 +449,8 @@ class SimCSELoss(nn.Module):
         # most of the softmax's resolution.
         with torch.autocast(device_type=anchors.device.type, enabled=False):
             anchors, candidates = _at_least_float32(anchors), _at_least_float32(torch.cat(candidates))
-            logits = F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T / self.temperature
+            anchors = F.normalize(anchors, dim=-1)
+            logits = anchors @ F.normalize(candidates, dim=-1).T / self.temperature
             rows = torch.arange(batch_size, device=logits.device)
             targets = rows + offset
             num_negative_columns = len(embeddings) - 2
@@ -336,12 +463,23 @@ class SimCSELoss(nn.Module):
                     torch.tensor(self.hard_negative_weight, dtype=logits.dtype, device=logits.device),
                     accumulate=True,
                 )
+            extra = self._extra_logits(anchors)
+            if extra is not None:
+                logits = torch.cat([logits, extra], dim=1)
             return F.cross_entropy(logits, targets)
 
-    def _average_head_gradients_across_devices(self) -> None:
-        # DDP wraps only the model, so it would leave the head's gradients rank-local and the heads would drift
-        # apart; average them across ranks exactly as DDP does for the encoder.
+    def _extra_logits(self, anchors: Tensor) -> Tensor | None:
+        """Logits of further negatives for the normalised float32 ``anchors``, appended after the batch's
+        candidates (ESimCSE's queue); none for SimCSE."""
+        return None
+
+    def _average_own_gradients_across_devices(self) -> None:
+        # DDP wraps only the model, so it would leave the gradients of the loss's own heads rank-local and the
+        # heads would drift apart; average them across ranks exactly as DDP does for the encoder.
         if self._head_hooks or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        own = [p for name, p in self.named_parameters() if not name.startswith("model.") and p.requires_grad]
+        if not own:
             return
         world_size = dist.get_world_size()
 
@@ -350,7 +488,7 @@ class SimCSELoss(nn.Module):
             dist.all_reduce(gradient)
             return gradient / world_size
 
-        self._head_hooks = [parameter.register_hook(average) for parameter in self.mlp.parameters()]
+        self._head_hooks = [parameter.register_hook(average) for parameter in own]
 
     def _warn_if_views_identical(self, sentence_features: list[dict[str, Tensor]]) -> None:
         if self._checked_dropout or not self.model.training:
@@ -372,6 +510,10 @@ class SimCSELoss(nn.Module):
             "hard_negative_weight": self.hard_negative_weight,
             "mlp_head": self.mlp_head,
             "gather_across_devices": self.gather_across_devices,
+            "mlm_weight": self.mlm_weight,
+            "mlm_probability": self.mlm_probability,
+            "mlm_head_source": self.mlm_head_source,
+            "shared_dropout_mask": self.shared_dropout_mask,
         }
 
     @property
@@ -381,6 +523,162 @@ class SimCSELoss(nn.Module):
     @property
     def citation(self) -> str:
         return SIMCSE_CITATION
+
+
+class ESimCSELoss(SimCSELoss):
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        temperature: float = 0.05,
+        momentum: float = 0.995,
+        queue_size: int = 160,
+        mlp_head: bool = False,
+        gather_across_devices: bool = False,
+    ) -> None:
+        """
+        ESimCSE (Wu et al., COLING 2022): SimCSE with a momentum-contrast queue of extra negatives. A momentum
+        encoder, an exponential moving average of the model that receives no gradient, embeds each batch's anchors;
+        a first-in-first-out queue keeps those embeddings from the last ``queue_size`` sentences of earlier
+        batches, and every anchor is scored against them as further negatives:
+
+        ``loss_i = -log( e^{sim(h_i, h_i+)/τ} / ( Σ_j e^{sim(h_i, h_j+)/τ} + Σ_k e^{sim(h_i, q_k)/τ} ) )``
+
+        Before each forward pass the momentum encoder follows the model: ``θ_m ← m θ_m + (1 - m) θ``. It runs
+        without dropout (a stable target), and its embeddings pass through the loss's MLP head when there is one.
+        The batch's own keys enter the queue after its loss is computed, so a sentence is never its own negative.
+        With an empty queue (the first step) the loss equals :class:`SimCSELoss`'s. ESimCSE's other half, word
+        repetition for the positive, is data: ``DuplicateInputDataset(..., augmentation=WordRepetition(0.32))``.
+
+        The momentum encoder and the queue belong to this loss: they are never saved in the model, and Trainer
+        checkpoints carry them (``loss_state.safetensors``, see :class:`st_simcse.LossStateCallback`), so a resumed
+        run continues with the same queue. Under torchrun every device's keys are gathered before they are queued,
+        so all devices hold the same queue.
+
+        Args:
+            model: SentenceTransformer model (its copy becomes the momentum encoder, so memory grows by one model).
+            temperature: The temperature ``τ`` (0.05, as SimCSE).
+            momentum: The momentum ``m`` of the moving average (ESimCSE's 0.995). 0 copies the model every step.
+            queue_size: How many earlier sentence embeddings serve as extra negatives (ESimCSE: 2.5 times the
+                batch size, 160 for batch 64). 0 gives SimCSE with word repetition alone.
+            mlp_head: See :class:`SimCSELoss` (the paper's training-only MLP, owned by the loss).
+            gather_across_devices: See :class:`SimCSELoss`.
+
+        References:
+            - ESimCSE: Enhanced Sample Building Method for Contrastive Learning of Unsupervised Sentence Embedding:
+              https://arxiv.org/abs/2109.04380
+            - Momentum Contrast (MoCo): https://arxiv.org/abs/1911.05722
+            - SimCSE: https://arxiv.org/abs/2104.08821
+
+        Requirements:
+            1. Unsupervised (sentence, augmented sentence) pairs, e.g. ``DuplicateInputDataset`` with
+               ``WordRepetition``; single columns and plain (s, s) pairs also train (SimCSE plus the queue).
+            2. Batches of several examples.
+
+        Inputs:
+            +---------------------------------------------------+--------+
+            | Inputs                                            | Labels |
+            +===================================================+========+
+            | (sentence, word-repeated sentence) pairs          | none   |
+            +---------------------------------------------------+--------+
+            | (sentence,) or (sentence, sentence)               | none   |
+            +---------------------------------------------------+--------+
+
+        Relations:
+            - :class:`SimCSELoss` is this loss with ``queue_size=0``.
+            - Refused inside :class:`MatryoshkaLoss` and :class:`AdaptiveLayerLoss` (the queue holds full,
+              last-layer embeddings).
+
+        Example:
+            ::
+
+                from torch.utils.data import DataLoader
+                from st_simcse import DuplicateInputDataset, ESimCSELoss, build_model
+                from st_simcse.augmentation import WordRepetition
+
+                model = build_model("bert-base-uncased", pooling="cls", max_seq_length=32)
+                data = DuplicateInputDataset.from_text_file("wiki1m_for_simcse.txt", augmentation=WordRepetition(0.32))
+                loss = ESimCSELoss(model, momentum=0.995, queue_size=160, mlp_head=True)
+                model.fit([(DataLoader(data, shuffle=True, batch_size=64), loss)], optimizer_params={"lr": 3e-5})
+        """
+        if not (isinstance(momentum, (int, float)) and 0 <= momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}; ESimCSE uses 0.995.")
+        if not (isinstance(queue_size, int) and queue_size >= 0):
+            raise ValueError(
+                f"queue_size must be an integer >= 0, got {queue_size!r}; ESimCSE uses 2.5 x the batch size."
+            )
+        super().__init__(
+            model, temperature=temperature, mlp_head=mlp_head, gather_across_devices=gather_across_devices
+        )
+        dimension = model.get_embedding_dimension()
+        if dimension is None:
+            raise ValueError("ESimCSELoss needs a model with a known embedding dimension.")
+        self.momentum = float(momentum)
+        self.queue_size = queue_size
+        self.momentum_encoder = copy.deepcopy(unwrap_model(model)).requires_grad_(False)
+        # Newest first; an entry is a negative only once filled (an empty queue leaves SimCSE's loss unchanged).
+        self.register_buffer("queue", torch.zeros(queue_size, dimension))
+        self.register_buffer("queue_filled", torch.zeros(queue_size, dtype=torch.bool))
+        register_loss_state(self)
+
+    def _options_without_wrappers(self) -> list[str]:
+        return ["the momentum queue", *super()._options_without_wrappers()]
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        sentence_features = _columns(list(sentence_features))
+        self._warn_if_views_identical(sentence_features)
+        self._refuse_running_wrapper()
+        self._follow_model()
+        embeddings, _ = self._embed(sentence_features)
+        keys = self._momentum_keys(sentence_features[0])
+        loss = self.compute_loss_from_embeddings(embeddings, labels)
+        self._enqueue(keys)
+        return loss
+
+    @torch.no_grad()
+    def _follow_model(self) -> None:
+        momentum_parameters = list(self.momentum_encoder.parameters())
+        torch._foreach_mul_(momentum_parameters, self.momentum)
+        torch._foreach_add_(momentum_parameters, list(unwrap_model(self.model).parameters()), alpha=1 - self.momentum)
+
+    @torch.no_grad()
+    def _momentum_keys(self, anchors: dict[str, Tensor]) -> Tensor:
+        self.momentum_encoder.eval()
+        keys = self.momentum_encoder(dict(anchors))["sentence_embedding"]
+        if self.mlp is not None:
+            keys = self.mlp(keys)
+        return F.normalize(_at_least_float32(keys), dim=-1)
+
+    def _extra_logits(self, anchors: Tensor) -> Tensor | None:
+        if self.queue_size == 0:
+            return None
+        logits = anchors @ self.queue.T / self.temperature
+        return logits.masked_fill(~self.queue_filled, float("-inf"))
+
+    @torch.no_grad()
+    def _enqueue(self, keys: Tensor) -> None:
+        if self.queue_size == 0:
+            return
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered = [torch.empty_like(keys) for _ in range(dist.get_world_size())]
+            dist.all_gather(gathered, keys.contiguous())
+            keys = torch.cat(gathered)  # rank order: every device queues the same keys
+        filled = torch.ones(keys.size(0), dtype=torch.bool, device=keys.device)
+        # New tensors, not in-place writes: this step's logits still hold the old queue for the backward pass.
+        self.queue = torch.cat([keys.to(self.queue.dtype), self.queue])[: self.queue_size]
+        self.queue_filled = torch.cat([filled, self.queue_filled])[: self.queue_size]
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "momentum": self.momentum,
+            "queue_size": self.queue_size,
+            "mlp_head": self.mlp_head,
+            "gather_across_devices": self.gather_across_devices,
+        }
+
+    @property
+    def citation(self) -> str:
+        return ESIMCSE_CITATION + SIMCSE_CITATION
 
 
 def _at_least_float32(tensor: Tensor) -> Tensor:
@@ -503,7 +801,7 @@ class CachedSimCSELoss(CachedLossMixin, nn.Module):
     @property
     def uses_gradient_cache(self) -> bool:
         wrapper = _wrapper_being_built()
-        if isinstance(wrapper, AdaptiveLayerLoss):
+        if wrapper is AdaptiveLayerLoss:
             raise ValueError(ADAPTIVE_CACHED_ERROR)
         self.loss._refuse_wrapper(wrapper, type(self).__name__)
         return True

@@ -1,9 +1,12 @@
 """gather_across_devices under torch.distributed: 2 real processes (gloo, CPU) against one process on the
-concatenated batch. Dropout is off, so both settings see the same embeddings."""
+concatenated batch, for SimCSELoss and for ESimCSELoss's queue. Dropout is off, so both settings see the same
+embeddings."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -12,7 +15,7 @@ import torch.multiprocessing as mp
 from conftest import sentences
 from torch.nn.parallel import DistributedDataParallel
 
-from st_simcse import SimCSELoss, build_model, set_dropout
+from st_simcse import ESimCSELoss, SimCSELoss, build_model, set_dropout
 
 WORLD_SIZE = 2
 PER_RANK = 4
@@ -38,12 +41,26 @@ def _gradients(model, loss) -> list[torch.Tensor]:
     return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in parameters]
 
 
-def _worker(rank: int, model_dir: str, out_dir: str) -> None:
+@contextmanager
+def _process_group(rank: int, out_dir: str) -> Iterator[None]:
     # Rendezvous through a file in the test's temp folder: no TCP port to pick, so no race for a free one.
     rendezvous = f"file://{os.path.join(out_dir, 'rendezvous')}"
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=WORLD_SIZE)
     try:
         torch.set_num_threads(1)
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(worker, model_dir: str, out_dir) -> list[dict]:
+    """Run ``worker`` on every rank; each saves its results to ``rank{N}.pt``."""
+    mp.spawn(worker, args=(model_dir, str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+
+
+def _worker(rank: int, model_dir: str, out_dir: str) -> None:
+    with _process_group(rank, out_dir):
         model, loss = _model_and_loss(model_dir)
         model.train()
         # What the Trainer does under torchrun (it finds unused parameters, such as BERT's pooler, by default).
@@ -58,14 +75,11 @@ def _worker(rank: int, model_dir: str, out_dir: str) -> None:
             {"loss": value.item(), "local_only": local_only.item(), "gradients": _gradients(model, loss)},
             os.path.join(out_dir, f"rank{rank}.pt"),
         )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path, tiny_bert_dir):
-    mp.spawn(_worker, args=(tiny_bert_dir, str(tmp_path)), nprocs=WORLD_SIZE, join=True)
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+    ranks = _spawn(_worker, tiny_bert_dir, tmp_path)
 
     model, loss = _model_and_loss(tiny_bert_dir)
     model.train()
@@ -86,3 +100,47 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path, tin
         assert len(rank["gradients"]) == len(expected)
         for got, want in zip(rank["gradients"], expected):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def _esimcse(model_dir: str, gather: bool):
+    torch.manual_seed(0)
+    model = build_model(model_dir, pooling="cls", max_seq_length=32)
+    set_dropout(model, 0.0)
+    return model, ESimCSELoss(model, queue_size=16, gather_across_devices=gather)
+
+
+def _esimcse_batch(step: int, start: int, stop: int) -> list[str]:
+    return sentences(16, seed=1)[step * WORLD_SIZE * PER_RANK :][start:stop]
+
+
+def _esimcse_worker(rank: int, model_dir: str, out_dir: str) -> None:
+    with _process_group(rank, out_dir):
+        model, loss = _esimcse(model_dir, gather=True)
+        model.train()
+        loss.model = DistributedDataParallel(model, find_unused_parameters=True)
+        losses = []
+        with torch.no_grad():
+            for step in range(2):
+                features = model.preprocess(_esimcse_batch(step, rank * PER_RANK, (rank + 1) * PER_RANK))
+                losses.append(loss([dict(features), dict(features)]).item())
+        torch.save({"losses": losses, "queue": loss.queue, "filled": loss.queue_filled}, f"{out_dir}/rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_esimcse_queue_is_gathered_across_processes(tmp_path, tiny_bert_dir):
+    ranks = _spawn(_esimcse_worker, tiny_bert_dir, tmp_path)
+
+    model, loss = _esimcse(tiny_bert_dir, gather=False)
+    model.train()
+    with torch.no_grad():
+        single = []
+        for step in range(2):
+            features = model.preprocess(_esimcse_batch(step, 0, WORLD_SIZE * PER_RANK))
+            single.append(loss([dict(features), dict(features)]).item())
+    # Every device queues every device's keys in rank order: the queue of one process on the whole batch.
+    for rank in ranks:
+        assert rank["filled"].tolist() == loss.queue_filled.tolist() == [True] * 16
+        torch.testing.assert_close(rank["queue"], loss.queue)
+    # And the loss with a filled queue (step 2) averages to the single-process loss.
+    for step in range(2):
+        assert sum(r["losses"][step] for r in ranks) / WORLD_SIZE == pytest.approx(single[step], abs=1e-5)

@@ -12,23 +12,28 @@ from conftest import sentences
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from torch.utils.data import DataLoader
 
-from st_simcse import DuplicateInputDataset, SimCSELoss, build_model
-from st_simcse.loss_state import LOSS_STATE_FILE
+from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model
+from st_simcse.loss_state import LOSS_STATE_FILE, loss_owned_state
 from st_simcse.training import SeedCallback, fit_callbacks
 
 STEPS, CHECKPOINT_STEP, BATCH = 20, 10, 16
 TRAIN = sentences(STEPS * BATCH, seed=3)
 
 
-def _model_and_loss(model_dir: str, init_seed: int):
+def _model_and_loss(model_dir: str, init_seed: int, kind: str = "simcse"):
+    """``kind``: the loss-owned state to restore: the MLP head (simcse), + the LM head (mlm), + ESimCSE's momentum
+    encoder and queue (esimcse)."""
     torch.manual_seed(init_seed)
     model = build_model(model_dir, pooling="cls", max_seq_length=32)
-    return model, SimCSELoss(model, mlp_head=True)
+    if kind == "esimcse":
+        return model, ESimCSELoss(model, mlp_head=True, queue_size=40)
+    return model, SimCSELoss(model, mlp_head=True, mlm_weight=0.1 if kind == "mlm" else 0.0)
 
 
 def _weights(model, loss) -> dict[str, torch.Tensor]:
     state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    state.update({f"head.{k}": v.detach().clone() for k, v in loss.mlp.state_dict().items()})
+    state.update({f"head.{k[4:]}": v.detach().clone() for k, v in loss_owned_state(loss).items() if k[:4] == "mlp."})
+    state.update({f"loss.{k}": v.detach().clone() for k, v in loss_owned_state(loss).items()})
     return state
 
 
@@ -64,20 +69,20 @@ def _assert_checkpoint_holds_builtin_model_and_head(checkpoint) -> None:
     assert all(module["type"].startswith("sentence_transformers.") for module in modules)
 
 
-def _assert_resume_equals_uninterrupted(train, model_dir, tmp_path) -> None:
+def _assert_resume_equals_uninterrupted(train, model_dir, tmp_path, kind: str = "simcse") -> None:
     """``train(model, loss, folder, resume)`` runs STEPS steps with a checkpoint every CHECKPOINT_STEP."""
-    model, loss = _model_and_loss(model_dir, init_seed=0)
+    model, loss = _model_and_loss(model_dir, init_seed=0, kind=kind)
     train(model, loss, tmp_path / "straight", None)
     uninterrupted = _weights(model, loss)
 
     # The same run "interrupted" after its step-10 checkpoint: drop what came later, resume with a fresh model and
     # loss. The fresh head is initialised differently, so only a restored head can match.
-    model, loss = _model_and_loss(model_dir, init_seed=0)
+    model, loss = _model_and_loss(model_dir, init_seed=0, kind=kind)
     train(model, loss, tmp_path / "interrupted", None)
     shutil.rmtree(tmp_path / "interrupted" / f"checkpoint-{STEPS}")
     _assert_checkpoint_holds_builtin_model_and_head(tmp_path / "interrupted" / f"checkpoint-{CHECKPOINT_STEP}")
 
-    model, loss = _model_and_loss(model_dir, init_seed=1)
+    model, loss = _model_and_loss(model_dir, init_seed=1, kind=kind)
     assert not torch.equal(loss.mlp.dense.weight, uninterrupted["head.dense.weight"])
     train(model, loss, tmp_path / "interrupted", True)
     _assert_equal_weights(_weights(model, loss), uninterrupted)
@@ -123,11 +128,12 @@ def _fit(model, loss, checkpoint_dir, resume=False, seed=None, duplicate_in_loss
 
 
 @pytest.mark.slow
-def test_model_fit_resume_restores_head_bit_exactly(tmp_path, tiny_bert_dir):
+@pytest.mark.parametrize("kind", ["simcse", "mlm", "esimcse"])
+def test_model_fit_resume_restores_loss_state_bit_exactly(tmp_path, tiny_bert_dir, kind):
     def train(model, loss, folder, resume):
         _fit(model, loss, folder, resume=bool(resume))
 
-    _assert_resume_equals_uninterrupted(train, tiny_bert_dir, tmp_path)
+    _assert_resume_equals_uninterrupted(train, tiny_bert_dir, tmp_path, kind)
 
 
 @pytest.mark.slow

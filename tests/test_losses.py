@@ -243,6 +243,31 @@ def test_config_and_citation(tiny_bert_dir):
         "hard_negative_weight": 0.5,
         "mlp_head": True,
         "gather_across_devices": False,
+        "mlm_weight": 0.0,
+        "mlm_probability": 0.15,
+        "mlm_head_source": None,
+        "shared_dropout_mask": False,
     }
     assert "gao2021simcse" in loss.citation
     assert loss.model is model
+
+
+def test_shared_dropout_mask_makes_the_positive_its_anchor(tiny_model):
+    """The paper's "fixed 0.1": one dropout mask for both copies, i.e. each positive is its anchor's embedding."""
+    loss = SimCSELoss(tiny_model, temperature=0.05, shared_dropout_mask=True)
+    tiny_model.train()
+    features = tiny_model.preprocess(sentences(8, seed=6))
+    torch.manual_seed(3)
+    value = loss([dict(features)]).item()
+    torch.manual_seed(3)  # the same dropout draw: one forward pass over the 8 anchors
+    with torch.no_grad():
+        anchors = torch.nn.functional.normalize(tiny_model(dict(features))["sentence_embedding"], dim=-1)
+    expected = torch.nn.functional.cross_entropy(anchors @ anchors.T / 0.05, torch.arange(8)).item()
+    assert value == pytest.approx(expected, abs=1e-6)
+    torch.manual_seed(3)
+    assert SimCSELoss(tiny_model, temperature=0.05)([dict(features)]).item() > value + 1e-3  # two masks: harder
+    other = tiny_model.preprocess(sentences(8, seed=7))
+    with pytest.raises(ValueError, match="positives that equal their anchors"):
+        loss([dict(features), dict(other)])
+    with pytest.raises(ValueError, match="does not combine with mlm_weight"):
+        SimCSELoss(tiny_model, shared_dropout_mask=True, mlm_weight=0.1)

@@ -236,6 +236,12 @@ def test_senteval_dir_without_tasks(tmp_path, monkeypatch, capsys, train_40k):
         (["--temperature", "0"], "--temperature must be a positive number"),
         (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
         (["--batch-size", "1"], "--batch-size must be at least 2"),
+        (["--loss", "mnrl", "--mlm-weight", "0.1"], "--mlm-weight 0.1 needs --loss simcse"),
+        (["--mlm-probability", "0"], "--mlm-probability must be in (0, 1)"),
+        (["--loss", "esimcse", "--momentum", "1"], "--momentum must be in [0, 1)"),
+        (["--augmentation", "crop", "--augmentation-rate", "1.2"], "needs a fraction in [0, 1)"),
+        (["--augmentation", "crop", "--shared-dropout-mask"], "--shared-dropout-mask (the paper's 'fixed 0.1'"),
+        (["--seeds", "1", "1"], "--seeds lists a seed twice"),
     ],
 )
 def test_bad_values_fail_at_once(tmp_path, monkeypatch, capsys, senteval_dir, train_40k, arguments, message):
@@ -259,3 +265,51 @@ def test_help_explains_paper_values():
         assert text in text_of_help
     result = run_recipe("sup_nli.py", "--help")
     assert "paper: 512" in result.stdout and "--hard-negative-weight" in result.stdout
+
+
+def test_esimcse_brings_word_repetition_unless_told_otherwise():
+    assert unsup_wiki.parse_args(["--loss", "esimcse"]).augmentation == "word_repetition"
+    assert unsup_wiki.parse_args(["--loss", "esimcse", "--augmentation", "none"]).augmentation == "none"
+    assert unsup_wiki.parse_args(["--quick"]).augmentation == "none"
+
+
+def test_recipe_builds_each_method(splade_tiny):
+    from st_simcse import ESimCSELoss, SimCSELoss
+    from st_simcse.augmentation import Crop, WordRepetition
+
+    def built(*arguments):
+        args = unsup_wiki.parse_args(["--quick", *arguments])
+        return unsup_wiki.build_model_and_loss(args)[1], args
+
+    loss, _ = built("--mlm-weight", "0.1")
+    assert isinstance(loss, SimCSELoss) and loss.mlm_weight == 0.1 and loss.mlm_head_source == "checkpoint"
+    loss, args = built("--loss", "esimcse")
+    assert isinstance(loss, ESimCSELoss) and (loss.momentum, loss.queue_size) == (0.995, 160)
+    assert unsup_wiki.training_data(args).augmentation == WordRepetition(0.32)
+    loss, args = built("--shared-dropout-mask")
+    assert loss.shared_dropout_mask
+    args = unsup_wiki.parse_args(["--quick", "--augmentation", "crop", "--augmentation-rate", "0.2"])
+    data = unsup_wiki.training_data(args)
+    assert data.augmentation == Crop(0.2) and len(data[0].texts) == 2  # (sentence, cropped sentence)
+
+
+@pytest.mark.slow
+def test_seeds_report_mean_and_std_and_keep_the_best_model(tmp_path, splade_tiny, senteval_dir, train_40k):
+    out = tmp_path / "seeds"
+    arguments = ["--quick", "--loss", "esimcse", "--max-steps", "6", "--eval-steps", "3", "--batch-size", "16"]
+    result = run_recipe("unsup_wiki.py", *arguments, "--seeds", "1", "2", "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "seeds.json").read_text())
+    runs = {seed: json.loads((out / f"seed-{seed}" / "metrics.json").read_text()) for seed in (1, 2)}
+    assert summary["seeds"] == [1, 2] and runs[1]["arguments"]["seed"] == 1
+    assert runs[1]["test"] != runs[2]["test"]
+    for column in ("STS-B", "Avg."):
+        values = [runs[1]["test"][column], runs[2]["test"][column]]
+        assert summary["mean"][column] == pytest.approx(sum(values) / 2, abs=0.006)
+        assert summary["std"][column] == pytest.approx(abs(values[0] - values[1]) / 2**0.5, abs=0.006)
+    best = max((1, 2), key=lambda seed: runs[seed]["best_dev_stsb"])
+    assert summary["best_seed"] == best and f"Best seed on STS-B dev: {best}" in result.stdout
+    assert (out / f"seed-{best}" / "modules.json").is_file()
+    pruned = out / f"seed-{3 - best}"
+    assert not (pruned / "modules.json").exists() and not (pruned / "checkpoints").exists()
+    assert (pruned / "metrics.json").is_file() and (pruned / "run.log").is_file()

@@ -1,0 +1,105 @@
+"""Several seeds of one recipe in one command (``--seeds 42 43 44``): each seed is a complete run in
+``output_dir/seed-N``; the 7-task tables of all seeds, their mean and standard deviation go to
+``output_dir/seeds.json``; the seed with the best STS-B dev score (model selection never looks at test) keeps its
+model and the others keep only their metrics, plots and logs."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+SEEDS_FILE = "seeds.json"
+# What a pruned seed keeps: everything a person reads, nothing that is a model.
+KEPT_AFTER_PRUNING = (
+    "metrics.json",
+    "arguments.json",
+    "run.log",
+    "dev_history.json",
+    "dev_curve.png",
+    "align_uniform.png",
+)
+
+
+def seed_arguments(args: argparse.Namespace) -> list[argparse.Namespace]:
+    """One copy of the options per seed, each writing to its own ``seed-N`` folder."""
+    if len(set(args.seeds)) != len(args.seeds):
+        raise ValueError(f"--seeds lists a seed twice: {args.seeds}. Give each seed once.")
+    runs = []
+    for seed in args.seeds:
+        run = copy.copy(args)
+        run.seed, run.seeds, run.output_dir = seed, None, os.path.join(args.output_dir, f"seed-{seed}")
+        runs.append(run)
+    return runs
+
+
+def run_seeds(
+    train_once: Callable[[argparse.Namespace], dict],
+    check: Callable[[argparse.Namespace], Any],
+    args: argparse.Namespace,
+) -> dict:
+    """Check every seed's run first (so a bad option or a taken folder fails before any training), then train them
+    one after the other and summarise."""
+    runs = seed_arguments(args)
+    for run in runs:
+        check(run)
+    results = {}
+    for run in runs:
+        print(f"\n=== seed {run.seed} ({len(results) + 1} of {len(runs)}): {run.output_dir}")
+        results[run.seed] = train_once(run)
+    summary = summarise(results)
+    summary["best_model"] = os.path.join(args.output_dir, f"seed-{summary['best_seed']}")
+    for run in runs:
+        if run.seed != summary["best_seed"]:
+            prune_model(run.output_dir)
+    with open(os.path.join(args.output_dir, SEEDS_FILE), "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    print_seed_table(summary)
+    print(f"\nBest seed on STS-B dev: {summary['best_seed']}; its model: {summary['best_model']}")
+    print(f"All seeds, mean and std: {os.path.join(args.output_dir, SEEDS_FILE)}")
+    return summary
+
+
+def summarise(results: dict[int, dict]) -> dict:
+    """Per-seed tables, mean and sample standard deviation (0 for one seed) of every column, and the best seed."""
+    seeds = list(results)
+    columns = list(results[seeds[0]]["test"]) + ["best_dev_stsb"]
+
+    def values(column: str) -> list[float]:
+        return [
+            result["best_dev_stsb"] if column == "best_dev_stsb" else result["test"][column]
+            for result in results.values()
+        ]
+
+    return {
+        "seeds": seeds,
+        "runs": {str(seed): {"best_dev_stsb": r["best_dev_stsb"], "test": r["test"]} for seed, r in results.items()},
+        "mean": {column: round(statistics.mean(values(column)), 2) for column in columns},
+        "std": {column: round(statistics.stdev(values(column)), 2) if len(seeds) > 1 else 0.0 for column in columns},
+        "best_seed": max(seeds, key=lambda seed: results[seed]["best_dev_stsb"]),
+    }
+
+
+def prune_model(output_dir: str) -> None:
+    """Delete a finished seed's model and checkpoints, keeping its metrics, plots and logs."""
+    for name in os.listdir(output_dir):
+        if name in KEPT_AFTER_PRUNING:
+            continue
+        path = os.path.join(output_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def print_seed_table(summary: dict) -> None:
+    columns = list(summary["mean"])
+    print("\nSTS test, Spearman x 100, per seed (dev = best STS-B dev):")
+    print(f"{'seed':>6} " + " ".join(f"{('dev' if c == 'best_dev_stsb' else c):>7}" for c in columns))
+    for seed, run in summary["runs"].items():
+        cells = [run["best_dev_stsb"] if c == "best_dev_stsb" else run["test"][c] for c in columns]
+        print(f"{seed:>6} " + " ".join(f"{value:>7.2f}" for value in cells))
+    for label in ("mean", "std"):
+        print(f"{label:>6} " + " ".join(f"{summary[label][c]:>7.2f}" for c in columns))
