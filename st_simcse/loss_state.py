@@ -34,7 +34,8 @@ _owners: list[weakref.ref[nn.Module]] = []
 def register_loss_state(loss: nn.Module) -> None:
     """Let :class:`LossStateCallback` checkpoint ``loss``'s own tensors (see :func:`loss_owned_state`)."""
     _owners[:] = [ref for ref in _owners if ref() is not None]
-    _owners.append(weakref.ref(loss))
+    if not any(ref() is loss for ref in _owners):  # a subclass may register what its parent already did
+        _owners.append(weakref.ref(loss))
 
 
 def loss_owned_state(loss: nn.Module) -> dict[str, torch.Tensor]:

@@ -100,6 +100,9 @@ def test_state_is_checkpointed_and_not_part_of_the_model(tmp_path, tiny_model):
     # No trainable parameters of its own, yet the callback must still checkpoint it.
     optimizer = torch.optim.AdamW(tiny_model.parameters())
     assert _trained_owners(tiny_model, optimizer) == [loss]
+    with_head = ESimCSELoss(tiny_model, queue_size=8, mlp_head=True)  # registered once, though both classes ask
+    optimizer = torch.optim.AdamW([*tiny_model.parameters(), *with_head.mlp.parameters()])
+    assert _trained_owners(tiny_model, optimizer).count(with_head) == 1
     save_loss_state([loss], str(tmp_path))
     fresh = ESimCSELoss(tiny_model, queue_size=8)
     load_loss_state([fresh], str(tmp_path))
