@@ -49,6 +49,7 @@ def _process_group(rank: int, out_dir: str) -> Iterator[None]:
     try:
         torch.set_num_threads(1)
         yield
+        dist.barrier()  # both ranks done before the group goes
     finally:
         dist.destroy_process_group()
 
@@ -116,8 +117,7 @@ def _esimcse_batch(step: int, start: int, stop: int) -> list[str]:
 def _esimcse_worker(rank: int, model_dir: str, out_dir: str) -> None:
     with _process_group(rank, out_dir):
         model, loss = _esimcse(model_dir, gather=True)
-        model.train()
-        loss.model = DistributedDataParallel(model, find_unused_parameters=True)
+        model.train()  # no DDP wrapper: nothing here is back-propagated; the loss gathers through torch.distributed
         losses = []
         with torch.no_grad():
             for step in range(2):
