@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 4 and 5 in one run, on a lent GPU machine with no network. Expects, beside the repo:
-#   .whl/            wheels of sentence-transformers 6.2, datasets (+ dill, multiprocess); .whl/ds4/ an older datasets
+# The GPU checks (issues 4, 5 and 9) in one run, on a lent GPU machine with no network. Expects, beside the repo:
+#   .whl/            wheels of sentence-transformers 6.2, datasets (+ dill, multiprocess), pytest (+ pluggy,
+#                    iniconfig); .whl/ds4/ an older datasets
 #   .device-data/    ../shared's layout: models/splade-tiny, data/unsup/train_40k.txt, data/senteval
-# Usage: bash benchmarks/gpu_check.sh OUT_DIR [recipes] [throughput] [profile] [levers]   (default: all four)
+# Usage: bash benchmarks/gpu_check.sh OUT_DIR [syncs] [recipes] [throughput] [profile] [levers]   (default: all five)
 set -uo pipefail
 OUT=${1:-output/gpu}
 STAGES=${*:2}
-STAGES=${STAGES:-recipes throughput profile levers}
+STAGES=${STAGES:-syncs recipes throughput profile levers}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
@@ -18,6 +19,10 @@ fi
 python3 -c "import torch, transformers, sentence_transformers, datasets, pyarrow; print('torch', torch.__version__, 'transformers', transformers.__version__, 'st', sentence_transformers.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__, torch.cuda.get_device_name())"
 D=.device-data
 S=$D/data/senteval
+if [[ $STAGES == *syncs* ]]; then
+echo "=== no host-device synchronisation in a SimCSELoss training step (tests/test_syncs.py)"
+python3 -m pytest -q -p no:cacheprovider tests/test_syncs.py 2>&1 | tail -5
+fi
 if [[ $STAGES == *recipes* ]]; then
 # A randomly initialised bert-base-sized encoder (no hub here), with the bert-base-uncased tokenizer of splade-tiny.
 python3 - <<'PY'
@@ -55,18 +60,8 @@ fi
 if [[ $STAGES == *levers* ]]; then
 echo "=== recipe path against the plain loop, whole runs (benchmarks/recipe_speed.py --device cuda)"
 python3 benchmarks/recipe_speed.py --device cuda --tiny-steps 625 --bert-steps 500 --output "$OUT/recipe_speed.json" 2>/dev/null | tail -12
-echo "=== the recipe, 250 steps of a random bert-base-sized model, each lever off and on"
-test -d $D/models/bert-base-random || python3 -c "
-import shutil, torch
-from transformers import BertConfig, BertModel
-torch.manual_seed(0)
-BertModel(BertConfig()).save_pretrained('$D/models/bert-base-random')
-[shutil.copy(f'$D/models/splade-tiny/{n}', '$D/models/bert-base-random/') for n in ('tokenizer.json', 'tokenizer_config.json')]"
-LEVER_ARGS=(--model $D/models/bert-base-random --train-file $D/data/unsup/train_40k.txt --senteval-dir $S --lr 3e-5 --max-steps 250 --eval-steps 125)
-for lever in "--amp none" "--amp fp16" "--amp bf16" "--attention eager" "--attention sdpa" "--compile" "--no-compile" \
-    "--no-tokenize-once" "--tokenize-once"; do
-  name=$(echo "$lever" | tr -d ' -')
-  python3 recipes/unsup_wiki.py "${LEVER_ARGS[@]}" $lever --output-dir "$OUT/lever-$name" > /dev/null 2>&1
-  python3 -c "import json; m = json.load(open('$OUT/lever-$name/metrics.json')); print('$lever', 'train s', m['train_seconds'], 'steps/s', round(250 / m['train_seconds'], 2), 'avg', m['test']['Avg.'])"
-done
+echo "=== the recipe's training path, 300 steps of a random bert-base-sized model, each lever flipped on its own"
+python3 benchmarks/recipe_speed.py --device cuda --tiny-steps 0 --bert-steps 300 --eval-steps 1000 \
+  --levers compile compile+compile-mode=reduce-overhead attention=eager amp=fp16 amp=none no-tokenize-once \
+  --output "$OUT/levers.json" 2>/dev/null | tail -12
 fi

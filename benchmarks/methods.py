@@ -3,6 +3,10 @@ run through the recipe itself (recipes/unsup_wiki.py --quick ... --seeds ...):
 
     python benchmarks/methods.py [--variants simcse mlm esimcse mnrl] [--seeds 42 43 44] [--output-dir output/methods]
 
+The speed levers must leave quality unchanged; each lever flipped against the recipe's default (SimCSE) is a variant:
+
+    python benchmarks/methods.py --variants simcse eager compile pairs bf16
+
 Prints each variant's 7-task table per seed, mean +- std (sample std over seeds), and each variant's difference to
 SimCSE on the 7-task average, called a gain only where it exceeds the seeds' spread (the larger of the two stds).
 Writes summary.json and table.txt to --output-dir. Finished seeds are reused (the recipe's --resume), so an
@@ -25,6 +29,12 @@ VARIANTS = {
     "mlm": ("SimCSE + MLM 0.1", ["--mlm-weight", "0.1"]),
     "esimcse": ("ESimCSE (word repetition + momentum queue)", ["--loss", "esimcse"]),
     "mnrl": ("MNRL ([CLS], no MLP)", ["--loss", "mnrl"]),
+    # Speed levers, each against SimCSE's defaults (SDPA attention, no compile, each sentence tokenized once, fp32
+    # on a CPU): quality must stay within the seeds' spread.
+    "eager": ("SimCSE, eager attention", ["--attention", "eager"]),
+    "compile": ("SimCSE, torch.compile", ["--compile"]),
+    "pairs": ("SimCSE, (s, s) pairs tokenized twice", ["--no-tokenize-once"]),
+    "bf16": ("SimCSE, bf16 autocast", ["--amp", "bf16"]),
 }
 COLUMNS = ["STS12", "STS13", "STS14", "STS15", "STS16", "STS-B", "SICK-R", "Avg."]
 

@@ -2,6 +2,8 @@
 
     python benchmarks/recipe_speed.py           # CPU: one testbed epoch on splade-tiny, 3 bert-base steps
     python benchmarks/recipe_speed.py --device cuda --bert-steps 500
+    python benchmarks/recipe_speed.py --tiny-steps 200 --bert-steps 0 --eval-steps 1000 \
+        --levers compile attention=eager no-tokenize-once amp=bf16   # each lever flipped on its own
 
 Rows, interleaved repeat by repeat, each timed from building the model to the end of training:
 
@@ -12,9 +14,11 @@ Rows, interleaved repeat by repeat, each timed from building the model to the en
   ``st_simcse.training.fit``: model.fit with its collator, scheduler, clipping, seeding), no evaluation.
 - ``recipe, evaluation``: the same with the STS-B dev evaluation and checkpoint every ``--eval-steps`` (only for
   runs of at least one evaluation interval).
+- ``recipe LEVER`` for each of ``--levers``: the recipe without evaluation, with that option flipped
+  (``amp=bf16`` is ``--amp bf16``; ``compile+compile-mode=reduce-overhead`` gives two options).
 
-Prints seconds, steps/s and the speed of each recipe row relative to the plain loop (higher is faster), and the
-share of the recipe's time that evaluation takes.
+Prints seconds, steps/s and the speed of each recipe row relative to the plain loop and to the recipe's default path
+(higher is faster), and the share of the recipe's time that evaluation takes.
 """
 
 from __future__ import annotations
@@ -61,7 +65,17 @@ def recipe_arguments(model: str, steps: int, eval_steps: int, output_dir: Path, 
     ]  # fmt: skip
 
 
+def lever_options(lever: str) -> list[str]:
+    """``amp=bf16+compile`` -> ``["--amp", "bf16", "--compile"]``; an empty string is no option."""
+    options = []
+    for part in filter(None, lever.split("+")):
+        name, _, value = part.partition("=")
+        options += [f"--{name}", value] if value else [f"--{name}"]
+    return options
+
+
 def run_recipe(arguments: list[str], evaluate: bool) -> float:
+    # Set-up included: parsing, checks, data, model and loss (and compilation, which happens in the first steps).
     started = time.perf_counter()
     args = unsup_wiki.parse_args(arguments)
     run = checked_training_run(args, loss_owns_state=args.mlp)
@@ -124,25 +138,29 @@ def second_tokenization_seconds(model_path: str, batch_size: int, batches: int =
 def measure(model_name: str, model: str, steps: int, args: argparse.Namespace, scratch: Path) -> list[dict]:
     # An evaluated row needs at least one evaluation interval; model.fit also evaluates at the end of the run, so a
     # shorter run would time one evaluation against a few steps.
-    variants = VARIANTS if steps >= args.eval_steps else VARIANTS[:2]
+    variants = list(VARIANTS if steps >= args.eval_steps else VARIANTS[:2])
+    variants += [f"recipe {lever}" for lever in args.levers]
     seconds: dict[str, list[float]] = {variant: [] for variant in variants}
     for repeat in range(args.repeats):
         for variant in variants:  # interleaved, so machine noise hits every variant alike
-            output_dir = scratch / f"{model_name}-{repeat}-{variant.replace(' ', '').replace(',', '-')}"
+            output_dir = scratch / f"{model_name}-{repeat}-{len(seconds[variant])}-{variants.index(variant)}"
             evaluate = variant == "recipe, evaluation"
             eval_steps = args.eval_steps if evaluate else steps + 1
             arguments = recipe_arguments(model, steps, eval_steps, output_dir, args.lr[model_name], args.device)
             if variant == "plain loop":
                 seconds[variant].append(run_plain(arguments, args.device))
             else:
-                seconds[variant].append(run_recipe(arguments, evaluate))
+                lever = variant.removeprefix("recipe ") if variant.startswith("recipe ") else ""
+                seconds[variant].append(run_recipe(arguments + lever_options(lever), evaluate))
     plain = statistics.median(seconds["plain loop"])
+    recipe = statistics.median(seconds["recipe, no evaluation"])
     rows = []
     for variant in variants:
         median = statistics.median(seconds[variant])
         rows.append(
             {"model": model_name, "steps": steps, "variant": variant, "seconds": round(median, 2),
              "steps_per_second": round(steps / median, 3), "speed_vs_plain": round(plain / median, 3),
+             "speed_vs_recipe": round(recipe / median, 3),
              "all_seconds": [round(value, 2) for value in seconds[variant]]}
         )  # fmt: skip
     return rows
@@ -151,25 +169,35 @@ def measure(model_name: str, model: str, steps: int, args: argparse.Namespace, s
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--tiny-steps", type=int, default=625, help="splade-tiny steps (625 = one train_40k epoch)")
+    parser.add_argument(
+        "--tiny-steps", type=int, default=625, help="splade-tiny steps (625 = one train_40k epoch; 0: skip)"
+    )
     parser.add_argument("--bert-steps", type=int, default=3, help="steps of the bert-base-sized model (0: skip)")
     parser.add_argument("--eval-steps", type=int, default=125, help="evaluation interval of the evaluated row")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--levers", nargs="*", default=[], help="recipe options to time one by one: compile, amp=bf16, ..."
+    )
     parser.add_argument("--output", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     args.lr = {"splade-tiny": 3e-4, "bert-base": 3e-5}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
-        rows += measure("splade-tiny", testbed.MODEL, args.tiny_steps, args, scratch)
+        if args.tiny_steps:
+            rows += measure("splade-tiny", testbed.MODEL, args.tiny_steps, args, scratch)
         if args.bert_steps:
             rows += measure("bert-base", random_bert_base(scratch), args.bert_steps, args, scratch)
     print(f"\ndevice={args.device} torch={torch.__version__} threads={torch.get_num_threads()}")
-    print(f"{'model':<12} {'steps':>6} {'variant':<24} {'seconds':>8} {'steps/s':>8} {'speed vs plain':>15}")
+    width = max(24, *(len(row["variant"]) for row in rows))
+    print(
+        f"{'model':<12} {'steps':>6} {'variant':<{width}} {'seconds':>8} {'steps/s':>8} {'speed vs plain':>15} "
+        f"{'vs recipe':>10}"
+    )
     for row in rows:
         print(
-            f"{row['model']:<12} {row['steps']:>6} {row['variant']:<24} {row['seconds']:>8.2f} "
-            f"{row['steps_per_second']:>8.2f} {row['speed_vs_plain']:>15.3f}"
+            f"{row['model']:<12} {row['steps']:>6} {row['variant']:<{width}} {row['seconds']:>8.2f} "
+            f"{row['steps_per_second']:>8.2f} {row['speed_vs_plain']:>15.3f} {row['speed_vs_recipe']:>10.3f}"
         )
     for model in dict.fromkeys(row["model"] for row in rows):
         by_variant = {row["variant"]: row for row in rows if row["model"] == model}

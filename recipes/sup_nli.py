@@ -54,6 +54,7 @@ KNOBS = [
     knob("amp", "auto"),
     knob("attention", "auto"),
     knob("compile", False),
+    knob("compile_mode", "default"),
     knob("epochs", 3),
     knob("max_steps", None),
     knob("eval_steps", 125),
@@ -100,6 +101,7 @@ def train(args: argparse.Namespace) -> dict:
         dropout=args.dropout,
         attention=args.attention,
         compile=args.compile,
+        compile_mode=args.compile_mode,
     )
     # Under torchrun every device's anchors also see the other devices' positives and hard negatives.
     loss = SimCSELoss(

@@ -89,6 +89,7 @@ KNOBS = [
     knob("amp", "auto"),
     knob("attention", "auto"),
     knob("compile", False),
+    knob("compile_mode", "default"),
     knob(
         "tokenize_once",
         True,
@@ -140,6 +141,7 @@ def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer,
         dropout=args.dropout,
         attention=args.attention,
         compile=args.compile,
+        compile_mode=args.compile_mode,
     )
     # Under torchrun every device's anchors also see the other devices' positives (see README, multi-GPU).
     several_devices = launched_on_several_devices()

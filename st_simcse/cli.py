@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from st_simcse.evaluation import print_table
-from st_simcse.models import ATTENTION_IMPLEMENTATIONS, POOLING_MODES
+from st_simcse.models import ATTENTION_IMPLEMENTATIONS, COMPILE_MODES, POOLING_MODES
 from st_simcse.training import (
     ALIGN_UNIFORM_PNG,
     AMP_MODES,
@@ -73,10 +73,15 @@ COMMON_KNOBS: dict[str, dict[str, Any]] = {
         "choices": AMP_MODES,
     },
     "attention": {
-        "help": "attention implementation; auto lets transformers pick its fastest (SDPA)",
+        "help": "attention implementation; auto lets transformers pick (SDPA); flash_attention_2 (needs flash-attn "
+        "and a GPU) runs unpadded batches",
         "choices": ATTENTION_IMPLEMENTATIONS,
     },
     "compile": {"help": "torch.compile the encoder in place (the saved model stays plain built-in modules)"},
+    "compile_mode": {
+        "help": "torch.compile's mode with --compile; reduce-overhead and max-autotune replay CUDA graphs on a GPU",
+        "choices": COMPILE_MODES,
+    },
     "epochs": {"help": "training epochs"},
     "max_steps": {"help": "stop after this many steps, overriding --epochs", "type": int},
     "eval_steps": {"help": "evaluate STS-B dev, checkpoint and keep the best model every N steps"},
@@ -184,6 +189,18 @@ def check_arguments(args: argparse.Namespace) -> None:
     require(args.warmup_steps >= 0, f"--warmup-steps must be 0 or more, got {args.warmup_steps}.")
     require(args.weight_decay >= 0, f"--weight-decay must be 0 or more, got {args.weight_decay}.")
     require(args.max_grad_norm > 0, f"--max-grad-norm must be positive, got {args.max_grad_norm}.")
+    if args.attention == "flash_attention_2":
+        from transformers.utils import is_flash_attn_2_available
+
+        require(
+            is_flash_attn_2_available(),
+            "--attention flash_attention_2 needs the flash-attn package and a CUDA GPU, and this machine lacks one "
+            "of them; use --attention auto (SDPA).",
+        )
+    require(
+        args.compile or args.compile_mode == "default",
+        f"--compile-mode {args.compile_mode} compiles nothing without --compile; add --compile.",
+    )
     check_method_arguments(args)
     if looks_like_local_path(args.model):
         require(

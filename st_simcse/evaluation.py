@@ -16,7 +16,7 @@ from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from sentence_transformers.base.evaluation.sequential import SequentialEvaluator
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
-from st_simcse.models import whole_sentences
+from st_simcse.models import eager_forward, whole_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ class SentenceEmbeddingCache:
         """Encode ``sentences`` once for the duration of the block; nested blocks reuse the outer encoding."""
         if self._depth == 0:
             unique = list(dict.fromkeys(sentences))
-            with whole_sentences(model):
+            with whole_sentences(model), eager_forward():
                 self._embeddings = model.encode(
                     unique,
                     batch_size=self.batch_size,

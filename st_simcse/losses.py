@@ -392,6 +392,12 @@ class SimCSELoss(nn.Module):
             # separate_first=False: every column (the anchor too) goes into one merged forward pass.
             return embed_columns(self.model, columns, separate_first=False), None
         anchors = columns[0]
+        if "attention_mask" not in anchors:
+            raise ValueError(
+                "SimCSELoss(mlm_weight > 0) masks padded batches, but these inputs come unpadded (flattened for "
+                "flash attention's variable-length kernels). Load the model with attn_implementation 'sdpa', or "
+                "set model[0].unpad_inputs = False."
+            )
         masked_ids, mlm_labels = mask_tokens(
             anchors["input_ids"], anchors["attention_mask"], *self._mask_arguments, probability=self.mlm_probability
         )

@@ -4,6 +4,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
@@ -14,7 +15,12 @@ logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("cls", "mean", "max", "lasttoken", "weightedmean")
 # transformers' attention implementations for BERT-like encoders; "auto" keeps transformers' own choice (SDPA).
-ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+# flash_attention_2 needs the flash-attn package and a CUDA GPU; sentence-transformers then feeds it unpadded
+# (flattened) batches, and the losses embed each column in its own forward pass.
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+# torch.compile's modes: "reduce-overhead" and "max-autotune" add CUDA graphs (one replay per step instead of one
+# kernel launch per operation) on a GPU; on a CPU they compile as "default" does.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 # The poolers of the paper's evaluation.py and its `simcse` tool, by their names there.
 REFERENCE_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_top2")
 # Those that sentence-transformers' built-in modules express exactly, so a model using them saves as a plain folder.
@@ -30,6 +36,7 @@ def build_model(
     device: str | None = None,
     attention: str = "auto",
     compile: bool = False,
+    compile_mode: str = "default",
 ) -> SentenceTransformer:
     """A SentenceTransformer of built-in modules for SimCSE: ``Transformer`` + ``Pooling(pooling)``, and with
     ``mlp_in_model=True`` a ``Dense(d, d, tanh)`` on top, the MLP the paper keeps at test time for supervised
@@ -40,13 +47,18 @@ def build_model(
     length (the paper's 32); the STS evaluation of :mod:`st_simcse.evaluation` always encodes whole sentences.
     ``dropout``, if given, sets every dropout probability of the encoder (hidden and attention). ``attention``
     picks transformers' attention implementation (``ATTENTION_IMPLEMENTATIONS``) for a new encoder. ``compile``
-    compiles the encoder in place with ``torch.compile`` (dynamic shapes); its parameters and state dict keep their
-    names, so the saved model is still plain built-in modules.
+    compiles the encoder in place with ``torch.compile`` in ``compile_mode`` (``COMPILE_MODES``); its parameters and
+    state dict keep their names, so the saved model is still plain built-in modules. The graph is specialised to
+    the first batch's shape and recompiled once with dynamic shapes if another width comes; the paper's training
+    batches are all ``max_seq_length`` wide, so they run one static graph, which CUDA graphs can replay. The STS
+    evaluation runs the encoder eagerly (:func:`eager_forward`).
     """
     if pooling not in POOLING_MODES:
         raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLING_MODES}.")
     if attention not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"Unknown attention {attention!r}; choose one of {ATTENTION_IMPLEMENTATIONS}.")
+    if compile_mode not in COMPILE_MODES:
+        raise ValueError(f"Unknown compile_mode {compile_mode!r}; choose one of {COMPILE_MODES}.")
     if os.path.isfile(os.path.join(model_name_or_path, "modules.json")):
         model = SentenceTransformer(model_name_or_path, device=device)
         if max_seq_length is not None:
@@ -66,8 +78,17 @@ def build_model(
     if dropout is not None:
         set_dropout(model, dropout)
     if compile:
-        model[0].auto_model.compile(dynamic=True)
+        compile_encoder(model, mode=compile_mode)
     return model
+
+
+def compile_encoder(model: SentenceTransformer, **compile_options: Any) -> None:
+    """``torch.compile`` the transformers model of ``model`` in place, with ``compile_options`` (``mode``, ...).
+    sentence-transformers calls that model's ``forward`` directly, which ``nn.Module.compile`` on the model would
+    not reach, so the compiled units are its children (BERT: embeddings, encoder, pooler), which its forward calls
+    as modules. Parameter names are unchanged: the model still saves as plain built-in modules."""
+    for child in model[0].auto_model.children():
+        child.compile(**compile_options)
 
 
 def set_dropout(model: nn.Module, probability: float) -> None:
@@ -109,6 +130,18 @@ def whole_sentences(model: SentenceTransformer) -> Iterator[None]:
         yield
     finally:
         model.max_seq_length = previous
+
+
+@contextmanager
+def eager_forward() -> Iterator[None]:
+    """Run ``torch.compile``'d modules eagerly inside the block. Evaluation encodes batches of every width:
+    compiling a graph (or recording a CUDA graph) for each would cost more than the encoding itself."""
+    set_stance = getattr(torch.compiler, "set_stance", None)  # torch >= 2.6
+    if set_stance is None:
+        yield
+        return
+    with set_stance("force_eager"):
+        yield
 
 
 def default_pooler(model_name_or_path: str) -> str:

@@ -4,6 +4,7 @@ interruption (``resume``), then evaluate the best model on the paper's 7 STS tas
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,12 +18,15 @@ import torch
 from sentence_transformers import SentenceTransformer
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from transformers import TrainerCallback, set_seed
+from tqdm.auto import tqdm
+from transformers import ProgressCallback, TrainerCallback, set_seed
 
 from st_simcse.evaluation import check_senteval_dir, sts_evaluator
 from st_simcse.loss_state import LOSS_STATE_FILE
 from st_simcse.models import whole_sentences
 from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "best_model"
@@ -195,16 +199,30 @@ class BFloat16Autocast(nn.Module):
             return self.loss(sentence_features, labels)
 
 
+class ProgressBarLoggingMetrics(ProgressCallback):
+    """transformers' training progress bar, except that the metrics dict of every log event (each evaluation's,
+    the final ``train_runtime``) goes to the log file instead of being printed under the bar: the recipe prints
+    one line per evaluation itself."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            logger.info("step %d: %s", state.global_step, logs)
+
+
 @contextmanager
-def fit_callbacks(*callbacks: TrainerCallback) -> Iterator[None]:
+def fit_callbacks(*callbacks: TrainerCallback, progress: type[TrainerCallback] | None = None) -> Iterator[None]:
     """Give the Trainers built inside the block (e.g. by ``model.fit``, which takes no callbacks) these callbacks,
-    through transformers' default callbacks; they are removed again when the block ends."""
+    through transformers' default callbacks, and ``progress`` as their progress bar; both are undone when the block
+    ends."""
     from transformers import trainer as hf_trainer
 
+    default_progress = hf_trainer.DEFAULT_PROGRESS_CALLBACK
     hf_trainer.DEFAULT_CALLBACKS.extend(callbacks)
+    hf_trainer.DEFAULT_PROGRESS_CALLBACK = progress or default_progress
     try:
         yield
     finally:
+        hf_trainer.DEFAULT_PROGRESS_CALLBACK = default_progress
         for callback in callbacks:
             hf_trainer.DEFAULT_CALLBACKS.remove(callback)
 
@@ -313,7 +331,8 @@ class DevTracker:
                 "best_step": self.best["step"],
             },
         )
-        print(f"step {steps}: STS-B dev Spearman {100 * score:.2f} (best {100 * self.best['score']:.2f})")
+        # Above the progress bar, not on its line.
+        tqdm.write(f"step {steps}: STS-B dev Spearman {100 * score:.2f} (best {100 * self.best['score']:.2f})")
 
     def keep_best_model(self) -> SentenceTransformer:
         """Move the best checkpoint's model to the output folder's root, for whole-sentence use."""
@@ -356,7 +375,7 @@ def fit(
     loader = DataLoader(dataset, batch_size=run.batch_size, shuffle=True, generator=generator)
     # model.fit's use_amp is fp16 with a gradient scaler; bf16 needs no scaler, so the loss runs under autocast.
     objective = BFloat16Autocast(loss) if run.precision == "bf16" else loss
-    with fit_callbacks(SeedCallback(run.seed)):
+    with fit_callbacks(SeedCallback(run.seed), progress=ProgressBarLoggingMetrics):
         model.fit(
             train_objectives=[(loader, objective)],
             evaluator=tracker.evaluator if tracker else None,

@@ -110,6 +110,15 @@ def test_mlm_refused_inside_matryoshka(tiny_model):
         MatryoshkaLoss(tiny_model, SimCSELoss(tiny_model, mlm_weight=0.1), matryoshka_dims=[32, 16])
 
 
+def test_mlm_refuses_unpadded_inputs(tiny_model):
+    """Flash attention's unpadded batches carry no attention mask, which the masking needs: a clear error."""
+    loss = SimCSELoss(tiny_model, mlm_weight=0.1)
+    padded = tiny_model.preprocess(SENTENCES)
+    unpadded = {key: value for key, value in padded.items() if key != "attention_mask"}
+    with pytest.raises(ValueError, match="masks padded batches, but these inputs come unpadded"):
+        loss([unpadded], None)
+
+
 @pytest.mark.slow
 def test_lm_head_trains_is_checkpointed_and_never_saved_in_the_model(tmp_path, monkeypatch, splade_tiny):
     monkeypatch.chdir(tmp_path)  # model.fit without a checkpoint_path would create ./checkpoints

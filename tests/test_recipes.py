@@ -14,6 +14,7 @@ import time
 import pytest
 from conftest import REPO
 from sentence_transformers import SentenceTransformer
+from transformers.utils import is_flash_attn_2_available
 
 OUTPUTS = (
     "metrics.json",
@@ -81,6 +82,9 @@ def test_unsup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, train_40k)
     )
     assert "LOAD REPORT" not in result.stdout + result.stderr and "pin_memory" not in result.stderr
     assert "LOAD REPORT" in (out / "run.log").read_text()
+    # The Trainer's metrics dicts (each evaluation's, the final train_runtime) go to run.log, not the console.
+    assert "eval_sts_dev_avg" not in result.stdout + result.stderr and "train_runtime" not in result.stderr
+    assert "eval_sts_dev_avg" in (out / "run.log").read_text() and "train_runtime" in (out / "run.log").read_text()
 
     # A finished run is never touched again: --resume says so and changes nothing; a plain rerun is refused.
     before = file_digests(out)
@@ -242,6 +246,12 @@ def test_senteval_dir_without_tasks(tmp_path, monkeypatch, capsys, train_40k):
         (["--augmentation", "crop", "--augmentation-rate", "1.2"], "needs a fraction in [0, 1)"),
         (["--augmentation", "crop", "--shared-dropout-mask"], "--shared-dropout-mask (the paper's 'fixed 0.1'"),
         (["--seeds", "1", "1"], "--seeds lists a seed twice"),
+        (["--compile-mode", "reduce-overhead"], "--compile-mode reduce-overhead compiles nothing without --compile"),
+        pytest.param(
+            ["--attention", "flash_attention_2"],
+            "--attention flash_attention_2 needs the flash-attn package and a CUDA GPU",
+            marks=pytest.mark.skipif(is_flash_attn_2_available(), reason="flash attention is usable here"),
+        ),
     ],
 )
 def test_bad_values_fail_at_once(tmp_path, monkeypatch, capsys, senteval_dir, train_40k, arguments, message):
