@@ -142,8 +142,8 @@ def measure(model_name: str, model: str, steps: int, args: argparse.Namespace, s
     variants += [f"recipe {lever}" for lever in args.levers]
     seconds: dict[str, list[float]] = {variant: [] for variant in variants}
     for repeat in range(args.repeats):
-        for variant in variants:  # interleaved, so machine noise hits every variant alike
-            output_dir = scratch / f"{model_name}-{repeat}-{len(seconds[variant])}-{variants.index(variant)}"
+        for index, variant in enumerate(variants):  # interleaved, so machine noise hits every variant alike
+            output_dir = scratch / f"{model_name}-{repeat}-{index}"
             evaluate = variant == "recipe, evaluation"
             eval_steps = args.eval_steps if evaluate else steps + 1
             arguments = recipe_arguments(model, steps, eval_steps, output_dir, args.lr[model_name], args.device)
