@@ -152,15 +152,18 @@ def parse_recipe_arguments(
     repetition); options the user gives still win."""
     args = parser.parse_args(argv)
     paper = {knob.name: knob.paper for knob in knobs}
+
+    def default(name: str) -> Any:
+        return quick.get(name, paper[name]) if args.quick else paper[name]
+
     for name, choices in (presets or {}).items():
         chosen = getattr(args, name)
-        chosen = chosen if chosen is not None else quick.get(name, paper[name]) if args.quick else paper[name]
-        for preset_name, value in choices.get(chosen, {}).items():
+        for preset_name, value in choices.get(default(name) if chosen is None else chosen, {}).items():
             if getattr(args, preset_name) is None:
                 setattr(args, preset_name, value)
     for knob in knobs:
         if getattr(args, knob.name) is None:
-            setattr(args, knob.name, quick.get(knob.name, knob.paper) if args.quick else knob.paper)
+            setattr(args, knob.name, default(knob.name))
     return args
 
 

@@ -105,16 +105,16 @@ class DuplicateInputDataset(_TextTupleDataset):
     def __getitem__(self, index: int) -> InputExample:
         if self.augmentation is None:
             return super().__getitem__(index)
-        sentence = self.sentences[index]
-        return InputExample(texts=[sentence, self.augmentation(sentence, self._rng(index))])
+        return InputExample(texts=[self.sentences[index], self._positive(index)])
 
-    def _rng(self, index: int) -> random.Random:
-        return random.Random(f"{self.seed}/{index}")
+    def _positive(self, index: int) -> str:
+        # Each example draws from its own generator, so its positive does not depend on the reading order.
+        return self.augmentation(self.sentences[index], random.Random(f"{self.seed}/{index}"))
 
     def to_hf_dataset(self) -> HFDataset:
         if self.augmentation is None:
             return super().to_hf_dataset()
-        positives = [self.augmentation(s, self._rng(i)) for i, s in enumerate(self.sentences)]
+        positives = [self._positive(index) for index in range(len(self.sentences))]
         return HFDataset.from_dict({"anchor": self.sentences, "positive": positives})
 
     @classmethod

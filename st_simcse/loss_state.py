@@ -43,6 +43,12 @@ def loss_owned_state(loss: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor for name, tensor in loss.state_dict().items() if not name.startswith("model.")}
 
 
+def trained_own_parameters(loss: nn.Module) -> list[nn.Parameter]:
+    """The parameters the loss itself trains (its heads), not the model's and not frozen ones such as a momentum
+    encoder's."""
+    return [p for name, p in loss.named_parameters() if not name.startswith("model.") and p.requires_grad]
+
+
 def unwrap_model(model: Any) -> Any:
     # DDP (``.module``) and torch.compile (``._orig_mod``) wrap the model the loss holds.
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
@@ -59,9 +65,7 @@ def _trained_owners(model: Any, optimizer: Any) -> list[nn.Module]:
         if loss is None or unwrap_model(loss.model) is not unwrap_model(model):
             continue
         # Only trained parameters tell: a momentum encoder (no gradient) is never in the optimizer.
-        own_parameters = [
-            p for name, p in loss.named_parameters() if not name.startswith("model.") and p.requires_grad
-        ]
+        own_parameters = trained_own_parameters(loss)
         if not own_parameters or any(id(p) in optimised for p in own_parameters):
             owners.append(loss)
     return owners

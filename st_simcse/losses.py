@@ -19,7 +19,12 @@ from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from sentence_transformers.util import all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
-from st_simcse.loss_state import install_default_callback, register_loss_state, unwrap_model
+from st_simcse.loss_state import (
+    install_default_callback,
+    register_loss_state,
+    trained_own_parameters,
+    unwrap_model,
+)
 from st_simcse.mlm import IGNORE_INDEX, MLM_HEAD_INITS, build_lm_head, mask_tokens
 
 logger = logging.getLogger(__name__)
@@ -352,6 +357,13 @@ class SimCSELoss(nn.Module):
         return [name for name, on in options.items() if on]
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        embeddings, mlm_loss = self._embed(self._checked_columns(sentence_features))
+        loss = self.compute_loss_from_embeddings(embeddings, labels)
+        return loss if mlm_loss is None else loss + self.mlm_weight * mlm_loss
+
+    def _checked_columns(self, sentence_features: Iterable[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """The input columns (a single column duplicated), after every check that needs the batch or the wrapper
+        the loss runs in."""
         sentence_features = list(sentence_features)
         if len(sentence_features) == 1 and _under_adaptive_layer_loss(self.model):
             # AdaptiveLayerLoss hands layers between calls through each column's dict; a copy made here would
@@ -364,9 +376,7 @@ class SimCSELoss(nn.Module):
         self._warn_if_views_identical(sentence_features)
         self._refuse_running_wrapper()
         self._note_separate_forwards()
-        embeddings, mlm_loss = self._embed(sentence_features)
-        loss = self.compute_loss_from_embeddings(embeddings, labels)
-        return loss if mlm_loss is None else loss + self.mlm_weight * mlm_loss
+        return sentence_features
 
     def _refuse_running_wrapper(self) -> None:
         # The same refusals as at construction, in case a wrapper stops asking uses_gradient_cache.
@@ -484,7 +494,7 @@ class SimCSELoss(nn.Module):
         # heads would drift apart; average them across ranks exactly as DDP does for the encoder.
         if self._head_hooks or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return
-        own = [p for name, p in self.named_parameters() if not name.startswith("model.") and p.requires_grad]
+        own = trained_own_parameters(self)
         if not own:
             return
         world_size = dist.get_world_size()
@@ -630,9 +640,7 @@ class ESimCSELoss(SimCSELoss):
         return ["the momentum queue", *super()._options_without_wrappers()]
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        sentence_features = _columns(list(sentence_features))
-        self._warn_if_views_identical(sentence_features)
-        self._refuse_running_wrapper()
+        sentence_features = self._checked_columns(sentence_features)
         self._follow_model()
         embeddings, _ = self._embed(sentence_features)
         keys = self._momentum_keys(sentence_features[0])

@@ -68,13 +68,11 @@ def run_seeds(
 def summarise(results: dict[int, dict]) -> dict:
     """Per-seed tables, mean and sample standard deviation (0 for one seed) of every column, and the best seed."""
     seeds = list(results)
-    columns = list(results[seeds[0]]["test"]) + ["best_dev_stsb"]
+    rows = [_row(result) for result in results.values()]
+    columns = list(rows[0])
 
     def values(column: str) -> list[float]:
-        return [
-            result["best_dev_stsb"] if column == "best_dev_stsb" else result["test"][column]
-            for result in results.values()
-        ]
+        return [row[column] for row in rows]
 
     return {
         "seeds": seeds,
@@ -83,6 +81,11 @@ def summarise(results: dict[int, dict]) -> dict:
         "std": {column: round(statistics.stdev(values(column)), 2) if len(seeds) > 1 else 0.0 for column in columns},
         "best_seed": max(seeds, key=lambda seed: results[seed]["best_dev_stsb"]),
     }
+
+
+def _row(run: dict) -> dict[str, float]:
+    """A run's 7-task table and its best STS-B dev score, as one row (the dev score last)."""
+    return {**run["test"], "best_dev_stsb": run["best_dev_stsb"]}
 
 
 def prune_model(output_dir: str) -> None:
@@ -99,7 +102,7 @@ def print_seed_table(summary: dict) -> None:
     print("\nSTS test, Spearman x 100, per seed (dev = best STS-B dev):")
     print(f"{'seed':>6} " + " ".join(f"{('dev' if c == 'best_dev_stsb' else c):>7}" for c in columns))
     for seed, run in summary["runs"].items():
-        cells = [run["best_dev_stsb"] if c == "best_dev_stsb" else run["test"][c] for c in columns]
-        print(f"{seed:>6} " + " ".join(f"{value:>7.2f}" for value in cells))
+        row = _row(run)
+        print(f"{seed:>6} " + " ".join(f"{row[c]:>7.2f}" for c in columns))
     for label in ("mean", "std"):
         print(f"{label:>6} " + " ".join(f"{summary[label][c]:>7.2f}" for c in columns))
