@@ -19,10 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from methods import run_recipe_seeds
 from scipy.stats import spearmanr
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
-import unsup_wiki  # noqa: E402
 
 # (row, recipe options, the paper's STS-B dev for BERT-base)
 TABLE_1 = [
@@ -52,12 +50,6 @@ TABLES = {"1": ("Table 1: augmentations of the positive", TABLE_1), "3": ("Table
 def run_name(options: list[str]) -> str:
     """A folder name per distinct setting, so identical settings share one run."""
     return "-".join(option.lstrip("-") for option in options) or "default"
-
-
-def run_setting(options: list[str], seeds: list[int], output_dir: Path) -> dict:
-    seed_options = ["--seeds", *map(str, seeds)]
-    folder = output_dir / run_name(options)
-    return unsup_wiki.main(["--quick", *options, *seed_options, "--resume", "--output-dir", str(folder)])
 
 
 def ranks(values: list[float]) -> list[int]:
@@ -135,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     for table in args.tables:
         for _, options, _ in TABLES[table][1]:
             if run_name(options) not in results:
-                results[run_name(options)] = run_setting(options, args.seeds, output_dir)
+                results[run_name(options)] = run_recipe_seeds(options, args.seeds, output_dir / run_name(options))
     lines, summaries = [], {}
     for table in args.tables:
         title, rows = TABLES[table]

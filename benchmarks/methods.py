@@ -39,11 +39,11 @@ VARIANTS = {
 COLUMNS = ["STS12", "STS13", "STS14", "STS15", "STS16", "STS-B", "SICK-R", "Avg."]
 
 
-def run_variant(name: str, seeds: list[int], output_dir: Path) -> dict:
-    """The recipe over all seeds (its seeds.json summary). Quality only: the runs are not timed."""
-    options = VARIANTS[name][1]
+def run_recipe_seeds(options: list[str], seeds: list[int], output_dir: Path) -> dict:
+    """The testbed recipe with ``options`` over all seeds, into ``output_dir`` (its seeds.json summary); finished
+    seeds are reused. Quality only: the runs are not timed."""
     seed_options = ["--seeds", *map(str, seeds)]
-    return unsup_wiki.main(["--quick", *options, *seed_options, "--resume", "--output-dir", str(output_dir / name)])
+    return unsup_wiki.main(["--quick", *options, *seed_options, "--resume", "--output-dir", str(output_dir)])
 
 
 def table(summaries: dict[str, dict]) -> list[str]:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output-dir", default="output/methods")
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
-    summaries = {name: run_variant(name, args.seeds, output_dir) for name in args.variants}
+    summaries = {name: run_recipe_seeds(VARIANTS[name][1], args.seeds, output_dir / name) for name in args.variants}
     lines = table(summaries)
     print("\n" + "\n".join(lines))
     (output_dir / "summary.json").write_text(json.dumps(summaries, indent=2))

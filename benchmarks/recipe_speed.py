@@ -41,7 +41,6 @@ import testbed  # noqa: E402
 import unsup_wiki  # noqa: E402
 
 from st_simcse import read_sentences  # noqa: E402
-from st_simcse.cli import checked_training_run  # noqa: E402
 from st_simcse.training import DevTracker, fit  # noqa: E402
 
 VARIANTS = ("plain loop", "recipe, no evaluation", "recipe, evaluation")
@@ -78,7 +77,7 @@ def run_recipe(arguments: list[str], evaluate: bool) -> float:
     # Set-up included: parsing, checks, data, model and loss (and compilation, which happens in the first steps).
     started = time.perf_counter()
     args = unsup_wiki.parse_args(arguments)
-    run = checked_training_run(args, loss_owns_state=args.mlp)
+    run = unsup_wiki.check(args)
     dataset = unsup_wiki.training_data(args)
     model, loss = unsup_wiki.build_model_and_loss(args)
     tracker = DevTracker(run, model, main_process=True) if evaluate else None
