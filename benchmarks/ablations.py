@@ -64,8 +64,8 @@ def report(title: str, rows: list[tuple[str, list[str], float]], results: dict[s
     """The table's lines (paper, ours, ranks), the correlation, and the pairs whose order differs."""
     names = [name for name, _, _ in rows]
     paper = [value for _, _, value in rows]
-    ours = [results[run_name(options)]["mean"]["best_dev_stsb"] for _, options, _ in rows]
-    spread = [results[run_name(options)]["std"]["best_dev_stsb"] for _, options, _ in rows]
+    ours = [results[run_name(options)]["mean"]["best_dev"] for _, options, _ in rows]
+    spread = [results[run_name(options)]["std"]["best_dev"] for _, options, _ in rows]
     paper_ranks, our_ranks = ranks(paper), ranks(ours)
     lines = [title, f"{'setting':<30} {'paper':>6} {'rank':>5} {'ours':>7} {'std':>5} {'rank':>5}"]
     for i, name in enumerate(names):

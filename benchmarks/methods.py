@@ -53,11 +53,11 @@ def table(summaries: dict[str, dict]) -> list[str]:
         label = VARIANTS[name][0]
         for seed, run in summary["runs"].items():
             cells = " ".join(f"{run['test'][c]:>6.2f}" for c in COLUMNS)
-            lines.append(f"{label:<44} {seed:>5} {run['best_dev_stsb']:>6.2f} {cells}")
+            lines.append(f"{label:<44} {seed:>5} {run['best_dev']:>6.2f} {cells}")
         for statistic in ("mean", "std"):
             values = summary[statistic]
             cells = " ".join(f"{values[c]:>6.2f}" for c in COLUMNS)
-            lines.append(f"{label + ' ' + statistic:<44} {'':>5} {values['best_dev_stsb']:>6.2f} {cells}")
+            lines.append(f"{label + ' ' + statistic:<44} {'':>5} {values['best_dev']:>6.2f} {cells}")
     if "simcse" in summaries:
         base = summaries["simcse"]
         for name, summary in summaries.items():

@@ -41,7 +41,8 @@ import testbed  # noqa: E402
 import unsup_wiki  # noqa: E402
 
 from st_simcse import read_sentences  # noqa: E402
-from st_simcse.training import DevTracker, fit  # noqa: E402
+from st_simcse.selection import DevTracker  # noqa: E402
+from st_simcse.training import fit  # noqa: E402
 
 VARIANTS = ("plain loop", "recipe, no evaluation", "recipe, evaluation")
 

@@ -22,6 +22,7 @@ from transformers import set_seed
 from st_simcse import SimCSELoss, TripletDataset, build_model, resolve_training_file
 from st_simcse.cli import (
     build_parser,
+    check_corpus_size,
     checked_training_run,
     knob,
     launched_on_several_devices,
@@ -39,8 +40,15 @@ KNOBS = [
     knob("model", "bert-base-uncased"),
     knob("train_file", "nli_for_simcse.csv", "csv with sent0,sent1,hard_neg (or sent0,sent1) and a header"),
     knob("senteval_dir", None, type=str),
+    knob("dev_file", None),
+    knob("test_file", None),
     knob("pooling", "cls"),
-    knob("mlp", True, "an MLP (Dense + tanh) over the pooled embedding, kept in the saved model"),
+    knob(
+        "mlp",
+        True,
+        "an MLP (Dense + tanh) over the pooled embedding, kept in the saved model (a sentence-transformers start "
+        "model gets one only when asked, before its Normalize)",
+    ),
     knob("temperature", 0.05),
     knob("hard_negative_weight", 0.0, "log-weight added to each anchor's own hard-negative logit; 0 is alpha = 1"),
     knob("dropout", 0.1),
@@ -55,6 +63,7 @@ KNOBS = [
     knob("attention", "auto"),
     knob("compile", False),
     knob("compile_mode", "default"),
+    knob("training_path", "auto"),
     knob("epochs", 3),
     knob("max_steps", None),
     knob("eval_steps", 125),
@@ -63,19 +72,29 @@ KNOBS = [
     knob("seeds", None),
     knob("output_dir", "output/sup-simcse"),
 ]
-# The offline testbed (--quick): 6k SNLI triplets, so smaller batches (more steps) and the tiny model's higher rate.
+# The offline testbed (--quick): 6k SNLI triplets, so smaller batches (more steps).
 QUICK = {
     "model": testbed.MODEL,
     "train_file": testbed.NLI_TRAIN_FILE,
     "senteval_dir": testbed.SENTEVAL,
     "batch_size": 128,
-    "lr": 3e-4,
     "eval_steps": 25,
 }
+# The tiny testbed encoder's higher learning rate (not applied to another --model).
+QUICK_MODEL = {"lr": 3e-4}
+# A sentence-transformers start model is trained as it is: no MLP added unless --mlp asks for one.
+SENTENCE_TRANSFORMER_DEFAULTS = {"mlp": False}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv)
+    args = parse_recipe_arguments(
+        build_parser(__doc__, KNOBS),
+        KNOBS,
+        QUICK,
+        argv,
+        sentence_transformer_defaults=SENTENCE_TRANSFORMER_DEFAULTS,
+        quick_model_settings=QUICK_MODEL,
+    )
     if args.seeds:
         return run_seeds(train, checked_training_run, args)
     return train(args)
@@ -87,11 +106,13 @@ def train(args: argparse.Namespace) -> dict:
     if run.resume and run.finished:
         return report_finished(run)
     dataset = TripletDataset.from_nli_csv(resolve_training_file(args.train_file))
+    check_corpus_size(len(dataset), args)
     log_path = log_to_file(args.output_dir)
     kind = "triplets" if isinstance(dataset, TripletDataset) else "pairs (no hard negatives)"
     print(f"{len(dataset)} training {kind}")
 
-    # 2. Encoder + [CLS] pooling + the MLP as a built-in Dense(tanh) module, which the saved model keeps.
+    # 2. Encoder + [CLS] pooling + the MLP as a built-in Dense(tanh) module, which the saved model keeps (a
+    #    sentence-transformers start model keeps its own modules).
     set_seed(args.seed)
     model = build_model(
         args.model,

@@ -10,6 +10,13 @@ paper's BERT-base run; ``--quick`` runs the same pipeline offline on the small t
     python recipes/unsup_wiki.py --quick --loss esimcse              # ESimCSE: word repetition + momentum queue
     python recipes/unsup_wiki.py --quick --augmentation crop --augmentation-rate 0.2   # paper Table 1
 
+Your own corpus, start model and yardstick (domain adaptation): any corpus (text, also compressed, csv, tsv, jsonl,
+json, parquet, a datasets folder, a hub dataset), any start model (a sentence-transformers model is trained as it
+is), your own scored pairs for model selection and the final report:
+
+    python recipes/unsup_wiki.py --model sentence-transformers/all-MiniLM-L6-v2 --train-file corpus.jsonl.gz \
+        --text-column body --dev-file dev_pairs.csv --test-file test_pairs.csv
+
 Outputs go to --output-dir (default output/unsup-simcse/, about 70 MB with its checkpoints): the best model,
 metrics.json, dev_curve.png, align_uniform.png, checkpoints/, arguments.json and run.log.
 """
@@ -24,10 +31,11 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from torch import nn
 from transformers import set_seed
 
-from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model, resolve_training_file
+from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model
 from st_simcse.augmentation import AUGMENTATIONS, make_augmentation
 from st_simcse.cli import (
     build_parser,
+    check_corpus_size,
     checked_training_run,
     knob,
     launched_on_several_devices,
@@ -37,14 +45,24 @@ from st_simcse.cli import (
     report_results,
     run_main,
 )
+from st_simcse.runs import TrainingRun
 from st_simcse.seeds import run_seeds
-from st_simcse.training import TrainingRun, train_and_evaluate
+from st_simcse.training import train_and_evaluate
 
 # The paper's unsupervised BERT-base setting (its Appendix A and run_unsup_example.sh); `--help` says what each does.
 KNOBS = [
     knob("model", "bert-base-uncased"),
-    knob("train_file", "wiki1m_for_simcse.txt", "training sentences, one per line (the paper's file by its name)"),
+    knob(
+        "train_file",
+        "wiki1m_for_simcse.txt",
+        "training sentences: a text file, one per line (also .gz .bz2 .xz .zst), csv, tsv, jsonl, json, parquet, a "
+        "datasets save_to_disk folder or a hub dataset name (the paper's file by its name)",
+    ),
+    knob("text_column", None),
+    knob("train_split", "train"),
     knob("senteval_dir", None, type=str),
+    knob("dev_file", None),
+    knob("test_file", None),
     knob(
         "loss",
         "simcse",
@@ -96,6 +114,8 @@ KNOBS = [
         "tokenize each sentence once and let SimCSELoss embed it twice (same training; "
         "model.fit's collator would otherwise tokenize both copies; ignored with --loss mnrl)",
     ),
+    knob("training_path", "auto"),
+    knob("streaming", False),
     knob("epochs", 1),
     knob("max_steps", None),
     knob("eval_steps", 125),
@@ -104,13 +124,10 @@ KNOBS = [
     knob("seeds", None),
     knob("output_dir", "output/unsup-simcse"),
 ]
-# The offline testbed (--quick): the tiny encoder needs a 10x higher learning rate than bert-base.
-QUICK = {
-    "model": testbed.MODEL,
-    "train_file": testbed.UNSUP_TRAIN_FILE,
-    "senteval_dir": testbed.SENTEVAL,
-    "lr": 3e-4,
-}
+# The offline testbed (--quick): its model, data and SentEval folder.
+QUICK = {"model": testbed.MODEL, "train_file": testbed.UNSUP_TRAIN_FILE, "senteval_dir": testbed.SENTEVAL}
+# The tiny testbed encoder needs a 10x higher learning rate than bert-base (not applied to another --model).
+QUICK_MODEL = {"lr": 3e-4}
 
 
 # What choosing ESimCSE brings (ESimCSE's own settings); an explicit option still wins.
@@ -118,7 +135,8 @@ PRESETS = {"loss": {"esimcse": {"augmentation": "word_repetition"}}}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    return parse_recipe_arguments(build_parser(__doc__, KNOBS), KNOBS, QUICK, argv, PRESETS)
+    parser = build_parser(__doc__, KNOBS)
+    return parse_recipe_arguments(parser, KNOBS, QUICK, argv, PRESETS, quick_model_settings=QUICK_MODEL)
 
 
 def training_data(args: argparse.Namespace) -> DuplicateInputDataset:
@@ -126,13 +144,20 @@ def training_data(args: argparse.Namespace) -> DuplicateInputDataset:
     with --tokenize-once the loss makes the copy after tokenization."""
     augmentation = make_augmentation(args.augmentation, args.augmentation_rate)
     once = args.tokenize_once and args.loss != "mnrl" and augmentation is None
-    return DuplicateInputDataset.from_text_file(
-        resolve_training_file(args.train_file), duplicate_in_loss=once, augmentation=augmentation, seed=args.seed
+    return DuplicateInputDataset.from_corpus(
+        args.train_file,
+        text_column=args.text_column,
+        split=args.train_split,
+        streaming=args.streaming,
+        duplicate_in_loss=once,
+        augmentation=augmentation,
+        seed=args.seed,
     )
 
 
 def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer, nn.Module]:
-    """Encoder with [CLS] pooling; the MLP lives in the loss, so the saved model is the encoder + pooling only."""
+    """Encoder with [CLS] pooling (a sentence-transformers model keeps its own modules); the MLP lives in the loss, so
+    the saved model is the encoder + pooling only."""
     set_seed(args.seed)
     model = build_model(
         args.model,
@@ -190,8 +215,9 @@ def train(args: argparse.Namespace) -> dict:
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)
+    check_corpus_size(None if dataset.streaming else len(dataset), args)
     log_path = log_to_file(args.output_dir)
-    print(f"{len(dataset)} training sentences ({dataset.skipped_blank_lines} blank lines skipped)")
+    print(dataset.describe())
 
     # 2. The encoder and the loss.
     model, loss = build_model_and_loss(args)

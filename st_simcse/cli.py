@@ -1,6 +1,7 @@
 """The command-line layer of the recipes: each recipe lists its knobs (name, the paper's value, what it does) at its
-top; this module turns that list into ``--options``, checks every value before a model is loaded, sends the
-libraries' logging to a file in the output folder, and turns user errors into one line and a non-zero exit."""
+top; this module turns that list into ``--options`` (a resume reads the run's own options back), checks every value
+before a model is loaded, sends the libraries' logging to a file in the output folder, and turns user errors into
+one line and exit code 2, and Ctrl-C into one line naming the resume command and exit code 130."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,8 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from st_simcse.evaluation import print_table
-from st_simcse.models import ATTENTION_IMPLEMENTATIONS, COMPILE_MODES, POOLING_MODES
-from st_simcse.training import (
+from st_simcse.models import (
+    ATTENTION_IMPLEMENTATIONS,
+    COMPILE_MODES,
+    POOLING_MODES,
+    StartModel,
+    describe_start_model,
+)
+from st_simcse.runs import (
     ALIGN_UNIFORM_PNG,
     AMP_MODES,
     ARGUMENTS_FILE,
@@ -25,9 +33,13 @@ from st_simcse.training import (
     DEV_CURVE_PNG,
     METRICS_FILE,
     SCHEDULERS,
+    TRAINING_PATHS,
+    RunInterrupted,
     StartedRunError,
     TrainingRun,
+    saved_arguments,
 )
+from st_simcse.sources import check_model_source, hub_offline_mode, hub_reachable, looks_like_local_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +65,31 @@ class Knob:
 
 # What the knobs both recipes share do; the recipes keep the values (the paper's), one line each at their top.
 COMMON_KNOBS: dict[str, dict[str, Any]] = {
-    "model": {"help": "hub name or local path of the encoder"},
-    "senteval_dir": {
-        "help": "SentEval data/downstream folder for STS-B dev and the 7 STS test tasks (unset: the public hub copies)"
+    "model": {
+        "help": "hub name or local path of the start model: a transformers checkpoint (gets the paper's set-up) or a "
+        "sentence-transformers model (trained as it is: its pooling, Dense and Normalize modules are kept)"
     },
-    "pooling": {"help": "pooling of the encoder's tokens", "choices": POOLING_MODES},
+    "train_split": {"help": "the split of a hub dataset or save_to_disk DatasetDict given as --train-file"},
+    "text_column": {
+        "help": "the column of --train-file that holds the sentences (csv, tsv, jsonl, json, parquet, datasets); "
+        "unset: its only string column",
+        "type": str,
+    },
+    "senteval_dir": {
+        "help": "SentEval data/downstream folder for STS-B dev and the paper's 7 STS test tasks (unset: the public "
+        "hub copies; offline without either, the 7-task table is skipped, saying so)"
+    },
+    "dev_file": {
+        "help": "your own scored pairs for model selection (columns sentence1, sentence2, score, any score range; "
+        "csv, tsv, jsonl, json, parquet or a datasets folder); unset: STS-B dev",
+        "type": str,
+    },
+    "test_file": {"help": "your own scored pairs for the final report, in --dev-file's format", "type": str},
+    "pooling": {
+        "help": "pooling of the encoder's tokens; a sentence-transformers start model keeps its own (another mode "
+        "is refused)",
+        "choices": POOLING_MODES,
+    },
     "temperature": {"help": "softmax temperature tau of the contrastive loss"},
     "dropout": {"help": "dropout of every encoder layer (hidden and attention)"},
     "max_seq_length": {"help": "training truncation in tokens; evaluation always encodes whole sentences"},
@@ -93,6 +125,13 @@ COMMON_KNOBS: dict[str, dict[str, Any]] = {
         "type": int,
         "nargs": "+",
     },
+    "training_path": {
+        "help": "fit: model.fit; trainer: the SentenceTransformerTrainer model.fit runs underneath, reading the "
+        "corpus memory-mapped instead of copying it into memory (the same training); auto: fit up to 1M sentences "
+        "on one device, else trainer",
+        "choices": TRAINING_PATHS,
+    },
+    "streaming": {"help": "stream --train-file batch by batch (corpora beyond memory or disk; needs --max-steps)"},
     "output_dir": {"help": "where the model, metrics, plots, checkpoints and log go"},
 }
 
@@ -146,25 +185,61 @@ def parse_recipe_arguments(
     quick: dict[str, Any],
     argv: list[str] | None,
     presets: dict[str, dict[Any, dict[str, Any]]] | None = None,
+    sentence_transformer_defaults: dict[str, Any] | None = None,
+    quick_model_settings: dict[str, Any] | None = None,
 ) -> argparse.Namespace:
-    """Parse; every knob the user did not give takes the ``--quick`` value (with ``--quick``), else the paper's.
-    ``presets`` maps a knob and its value to the defaults that choice brings (e.g. ``--loss esimcse`` brings word
-    repetition); options the user gives still win."""
+    """Parse; every knob the user did not give takes, in this order of precedence: the run's own value when it
+    resumes (its ``arguments.json``), a ``presets`` value (a knob's value bringing others, e.g. ``--loss esimcse``
+    brings word repetition), a ``sentence_transformer_defaults`` value where the start model is a
+    sentence-transformers model (which is trained as it is: its own pooling, no extra modules), the ``--quick``
+    value (with ``--quick``; ``quick_model_settings`` only for the testbed's own model), else the paper's."""
     args = parser.parse_args(argv)
     paper = {knob.name: knob.paper for knob in knobs}
+    given = {knob.name for knob in knobs if getattr(args, knob.name) is not None}
+    quick = {**quick, **(quick_model_settings or {})} if args.quick else {}
 
     def default(name: str) -> Any:
-        return quick.get(name, paper[name]) if args.quick else paper[name]
+        return quick.get(name, paper[name])
 
+    if args.resume:
+        saved = saved_arguments(args.output_dir or default("output_dir"))
+        for name in paper.keys() - given:
+            if name in saved:
+                setattr(args, name, saved[name])
+        args.quick = saved.get("quick", args.quick)
+    if args.model is None:
+        args.model = default("model")
+    if quick_model_settings and args.model != quick.get("model", args.model):
+        quick = {name: value for name, value in quick.items() if name not in quick_model_settings}
     for name, choices in (presets or {}).items():
         chosen = getattr(args, name)
         for preset_name, value in choices.get(default(name) if chosen is None else chosen, {}).items():
             if getattr(args, preset_name) is None:
                 setattr(args, preset_name, value)
+    start = describe_start_model(args.model) if model_is_describable(args.model) else StartModel(False)
+    if start.sentence_transformer and "pooling" in paper:
+        if args.pooling not in (None, start.pooling):
+            raise ValueError(
+                f"--model {args.model} is a sentence-transformers model that pools with {start.pooling!r}, which is "
+                f"kept; --pooling {args.pooling} would not apply. Drop --pooling, or start from its encoder's "
+                "checkpoint to choose the pooling."
+            )
+        args.pooling = start.pooling
+    for name, value in (sentence_transformer_defaults or {}).items():
+        if start.sentence_transformer and getattr(args, name) is None:
+            setattr(args, name, value)
     for knob in knobs:
         if getattr(args, knob.name) is None:
             setattr(args, knob.name, default(knob.name))
     return args
+
+
+def model_is_describable(name: str) -> bool:
+    """Whether ``name``'s files can be read without a wait: a local folder, or a hub name with the hub in reach (or
+    the local cache asked for); anything else is refused by :func:`check_arguments` with the reason."""
+    if looks_like_local_path(name):
+        return os.path.isdir(os.path.expanduser(name))
+    return hub_offline_mode() or hub_reachable()
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -205,12 +280,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         f"--compile-mode {args.compile_mode} compiles nothing without --compile; add --compile.",
     )
     check_method_arguments(args)
-    if looks_like_local_path(args.model):
-        require(
-            os.path.isdir(args.model),
-            f"--model {args.model}: no such folder. Pass an existing model folder, "
-            "or a hub name such as bert-base-uncased.",
-        )
+    check_model_source(args.model)
 
 
 def check_method_arguments(args: argparse.Namespace) -> None:
@@ -247,11 +317,6 @@ def check_method_arguments(args: argparse.Namespace) -> None:
         )
 
 
-def looks_like_local_path(name: str) -> bool:
-    """A hub name is ``name`` or ``org/name``; anything else (absolute, ``./``, ``../``, ``~``, deeper) is a path."""
-    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or os.path.exists(name)
-
-
 def checked_training_run(args: argparse.Namespace, loss_owns_state: bool = False) -> TrainingRun:
     """The run the parsed options describe, checked (values, paths, output folder, and for a resume the checkpoint
     it continues from) before any model is loaded. ``loss_owns_state``: the loss has parameters of its own (the
@@ -273,6 +338,13 @@ def checked_training_run(args: argparse.Namespace, loss_owns_state: bool = False
         eval_batch_size=args.eval_batch_size,
         seed=args.seed,
         resume=args.resume,
+        dev_file=args.dev_file,
+        test_file=args.test_file,
+        training_path=args.training_path,
+        streaming=getattr(args, "streaming", False),
+        serving_max_seq_length=describe_start_model(args.model).max_seq_length
+        if model_is_describable(args.model)
+        else None,
         arguments=vars(args).copy(),
     )
     try:
@@ -315,14 +387,50 @@ def log_to_file(output_dir: str) -> str:
     return path
 
 
+def check_corpus_size(size: int | None, args: argparse.Namespace) -> None:
+    """A corpus smaller than one batch trains nothing: model.fit sizes its schedule as ``size // batch_size`` steps,
+    0, so its learning rate is 0 throughout. Refused before the model loads."""
+    batch = args.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
+    if size is not None and size < batch:
+        raise ValueError(
+            f"The corpus {args.train_file} has {size} training example(s), fewer than one batch (--batch-size "
+            f"{args.batch_size}{' per device' if batch != args.batch_size else ''}), so there is nothing to train on. "
+            f"Give a corpus of at least {batch} examples, or a --batch-size of at most {size}."
+        )
+
+
+def resume_command(output_dir: str) -> str:
+    """The command that resumes the run in ``output_dir``: the run's options come from its arguments.json."""
+    recipe = shlex.quote(sys.argv[0])
+    return f"python {recipe} --output-dir {shlex.quote(output_dir)} --resume"
+
+
 def run_main(main: Callable[[list[str]], Any]) -> None:
-    """Run a recipe's ``main``: a user error (a missing file, a bad value) prints one line and exits with 2."""
+    """Run a recipe's ``main``: a user error (a missing file, a bad value, a folder that cannot be written) prints
+    one line and exits with 2; Ctrl-C prints one line with the resume command and exits with 130."""
     try:
         main(sys.argv[1:])
-    except (ValueError, FileNotFoundError) as error:
-        logger.info("The run stopped on a user error", exc_info=True)  # the traceback, in run.log only
+    except (ValueError, OSError) as error:
+        logger.info("The run stopped on an error", exc_info=True)  # the traceback, in run.log only
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as stopped:
+        if stopped.checkpoint is None:
+            print(
+                f"\ninterrupted before the first checkpoint of {stopped.output_dir}: nothing to resume; run the same "
+                "command again to start afresh.",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"\ninterrupted; the last checkpoint is {stopped.checkpoint}. Resume with: "
+                f"{resume_command(stopped.output_dir)}",
+                file=sys.stderr,
+            )
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("\ninterrupted before training started; nothing was trained.", file=sys.stderr)
+        sys.exit(130)
 
 
 def launched_on_several_devices() -> bool:
@@ -331,12 +439,24 @@ def launched_on_several_devices() -> bool:
 
 
 def report_results(metrics: dict, run: TrainingRun, log_path: str) -> None:
-    """The captioned 7-task table and where every output of the run is."""
-    print(
-        f"\nSTS test, Spearman x 100 (SentEval protocol), of the best STS-B dev checkpoint "
-        f"(step {metrics['best_step']}, dev {metrics['best_dev_stsb']:.2f}):"
-    )
-    print_table(metrics["test"])
+    """The captioned test tables, what model selection found, and where every output of the run is."""
+    dev = metrics["dev_set"]
+    if metrics["best_step"] == 0:
+        trained = metrics["best_trained_dev"]
+        best = f"; the best checkpoint: {trained:.2f} at step {metrics['best_trained_step']}" if trained else ""
+        print(
+            f"\nNo checkpoint beat the untrained model on {dev} ({metrics['untrained_dev']:.2f}{best}): the saved "
+            "model is the untrained one. Try a lower --lr, fewer steps, or other training data."
+        )
+    chosen = f"step {metrics['best_step']}, {dev} {metrics['best_dev']:.2f}"
+    if metrics["test_file"]:
+        test = metrics["test_file"]
+        print(f"\n{test['file']}: Spearman x 100 of the best model ({chosen}): {test['spearman']:.2f}")
+    if metrics["test"]:
+        print(f"\nSTS test, Spearman x 100 (SentEval protocol), of the best model ({chosen}):")
+        print_table(metrics["test"])
+    else:
+        print(f"\nThe paper's 7-task STS table is skipped: {metrics['sts_skipped']}.")
     out = run.output_dir
     print("\nWrote:")
     for what, path in (

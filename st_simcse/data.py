@@ -9,11 +9,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets import Dataset as HFDataset
+from datasets import Features, IterableDataset, Value
 from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 from sentence_transformers.sentence_transformer.readers import InputExample
 from torch.utils.data import Dataset
 
 from st_simcse.augmentation import Augmentation
+from st_simcse.corpus import TEXT_COLUMN, Corpus, corpus_from_dataset, load_corpus, resolve_training_file
+
+__all__ = [
+    "DuplicateInputDataset",
+    "PairDataset",
+    "SimCSEDataCollator",
+    "TripletDataset",
+    "read_sentences",
+    "resolve_training_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -41,14 +52,18 @@ class _TextTupleDataset(Dataset):
         return HFDataset.from_dict({name: list(column) for name, column in zip(self.column_names, columns)})
 
 
-class DuplicateInputDataset(_TextTupleDataset):
+class DuplicateInputDataset(Dataset):
     """Unsupervised SimCSE data: every sentence becomes the pair ``(sentence, sentence)``.
 
     Fed to :class:`st_simcse.SimCSELoss`, the two copies are encoded with independent dropout masks, and that
-    noise alone makes the positive pair (paper section 3).
+    noise alone makes the positive pair (paper section 3). The sentences are held as a ``datasets.Dataset`` (for a
+    corpus read from disk, memory-mapped Arrow), so a corpus of any size costs little memory; a ``DataLoader``
+    reads whole batches of it at once.
 
     Args:
-        sentences: The training sentences. Empty or whitespace-only entries are an error.
+        sentences: The training sentences: a list (empty or whitespace-only entries are an error), or a
+            ``datasets.Dataset`` / ``IterableDataset`` with one string column ``text`` such as
+            :func:`st_simcse.load_corpus` returns.
         duplicate_in_loss: Give each example as the single column ``(sentence,)`` instead, and let
             :class:`st_simcse.SimCSELoss` make the second copy after tokenization: the same training (the same
             tokens, two dropout masks), but every sentence is tokenized once, also under ``model.fit``, whose
@@ -66,16 +81,14 @@ class DuplicateInputDataset(_TextTupleDataset):
             from torch.utils.data import DataLoader
             from st_simcse import DuplicateInputDataset, SimCSELoss
 
-            dataset = DuplicateInputDataset.from_text_file("wiki1m_for_simcse.txt")
+            dataset = DuplicateInputDataset.from_corpus("my_corpus.jsonl.gz", text_column="body")
             model.fit([(DataLoader(dataset, shuffle=True, batch_size=64), SimCSELoss(model, mlp_head=True))])
             # or, with the Trainer: train_dataset=dataset.to_hf_dataset()
     """
 
-    column_names = ("anchor", "positive")
-
     def __init__(
         self,
-        sentences: Iterable[str],
+        sentences: Iterable[str] | HFDataset | IterableDataset,
         duplicate_in_loss: bool = False,
         augmentation: Augmentation | None = None,
         seed: int = 0,
@@ -85,57 +98,123 @@ class DuplicateInputDataset(_TextTupleDataset):
                 "duplicate_in_loss=True makes the positive a copy of the anchor's tokens, so it cannot carry an "
                 "augmentation: use duplicate_in_loss=False with an augmentation."
             )
-        sentences = list(sentences)
-        for index, sentence in enumerate(sentences):
-            if not isinstance(sentence, str) or not sentence.strip():
-                raise ValueError(
-                    f"Sentence {index} is {sentence!r}: every training sentence must be a non-empty string. "
-                    "Filter out empty or missing values first."
-                )
-        if not sentences:
-            raise ValueError("DuplicateInputDataset needs at least one sentence, got none.")
-        super().__init__([(sentence,) if duplicate_in_loss else (sentence, sentence) for sentence in sentences])
-        if duplicate_in_loss:
-            self.column_names = ("anchor",)
-        self.sentences = sentences
+        if not isinstance(sentences, (HFDataset, IterableDataset)):
+            sentences = HFDataset.from_dict({TEXT_COLUMN: _checked_sentences(sentences)})
+        elif TEXT_COLUMN not in (sentences.column_names or [TEXT_COLUMN]):
+            raise ValueError(
+                f"DuplicateInputDataset needs a dataset with a {TEXT_COLUMN!r} column, got {sentences.column_names}: "
+                "read it with st_simcse.load_corpus, or use DuplicateInputDataset.from_hf_dataset(dataset, column)."
+            )
+        if isinstance(sentences, HFDataset) and len(sentences) < 2:
+            raise ValueError(
+                f"DuplicateInputDataset got {len(sentences)} sentence(s): contrastive training needs at least 2, "
+                "and in practice at least one full batch, since the other sentences of a batch are the negatives."
+            )
+        self.texts = sentences
+        self.column_names = ("anchor",) if duplicate_in_loss else ("anchor", "positive")
         self.augmentation = augmentation
         self.seed = seed
         self.skipped_blank_lines = 0
+        self.corpus: Corpus | None = None  # where the sentences came from, when read by from_corpus
+
+    def describe(self) -> str:
+        """``N training sentences (B blank lines skipped)``: what a run prints before it trains."""
+        return self.corpus.describe() if self.corpus else f"{len(self)} training sentences"
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.texts, IterableDataset)
+
+    @property
+    def sentences(self) -> list[str]:
+        """All sentences as a list (for a large corpus this reads it into memory; index the dataset instead)."""
+        return list(self._map_style().with_format(None)[TEXT_COLUMN])
+
+    def __len__(self) -> int:
+        return len(self._map_style())
 
     def __getitem__(self, index: int) -> InputExample:
-        if self.augmentation is None:
-            return super().__getitem__(index)
-        return InputExample(texts=[self.sentences[index], self._positive(index)])
+        return self.__getitems__([index])[0]
 
-    def _positive(self, index: int) -> str:
+    def __getitems__(self, indices: list[int]) -> list[InputExample]:
+        # A DataLoader fetches a whole batch through this: one Arrow read instead of one per example.
+        texts = self._map_style()[indices][TEXT_COLUMN]
+        if len(self.column_names) == 1:
+            return [InputExample(texts=[text]) for text in texts]
+        return [InputExample(texts=[text, self._positive(text, index)]) for text, index in zip(texts, indices)]
+
+    def _map_style(self) -> HFDataset:
+        if self.streaming:
+            raise TypeError(
+                "This DuplicateInputDataset streams its corpus, so it has no length and no random access: train on "
+                "dataset.to_hf_dataset() with SentenceTransformerTrainer and max_steps."
+            )
+        return self.texts
+
+    def _positive(self, sentence: str, index: int) -> str:
+        if self.augmentation is None:
+            return sentence
         # Each example draws from its own generator, so its positive does not depend on the reading order.
-        return self.augmentation(self.sentences[index], random.Random(f"{self.seed}/{index}"))
+        return self.augmentation(sentence, random.Random(f"{self.seed}/{index}"))
 
-    def to_hf_dataset(self) -> HFDataset:
-        if self.augmentation is None:
-            return super().to_hf_dataset()
-        positives = [self._positive(index) for index in range(len(self.sentences))]
-        return HFDataset.from_dict({"anchor": self.sentences, "positive": positives})
+    def to_hf_dataset(self) -> HFDataset | IterableDataset:
+        """The examples as a ``datasets`` dataset for the Trainer, one column per text (``anchor``, or ``anchor,
+        positive``). The single column is the corpus itself, renamed (not copied); for a stream, an
+        ``IterableDataset`` with its features set."""
+        if len(self.column_names) == 1:
+            return self.texts.rename_column(TEXT_COLUMN, "anchor")
+
+        def pairs(batch: dict[str, list[str]], indices: list[int]) -> dict[str, list[str]]:
+            texts = batch[TEXT_COLUMN]
+            return {"anchor": texts, "positive": [self._positive(t, i) for t, i in zip(texts, indices)]}
+
+        features = Features({"anchor": Value("string"), "positive": Value("string")})
+        return self.texts.map(pairs, batched=True, with_indices=True, remove_columns=[TEXT_COLUMN], features=features)
 
     @classmethod
-    def from_text_file(cls, path: str | os.PathLike, **options: Any) -> DuplicateInputDataset:
-        """One sentence per line (UTF-8). Blank lines are skipped and counted in ``skipped_blank_lines``;
-        a line that is not valid UTF-8 raises a ``ValueError`` naming the line. ``options`` are the constructor's
-        (``duplicate_in_loss``, ``augmentation``, ``seed``)."""
-        sentences, blank = read_sentences(path)
-        dataset = cls(sentences, **options)
-        dataset.skipped_blank_lines = blank
+    def from_corpus(
+        cls,
+        source: str | os.PathLike,
+        text_column: str | None = None,
+        split: str = "train",
+        streaming: bool = False,
+        **options: Any,
+    ) -> DuplicateInputDataset:
+        """The sentences of any corpus :func:`st_simcse.load_corpus` reads: a text file (one sentence per line,
+        also compressed), csv / tsv / jsonl / json / parquet (``text_column`` picks the column), a ``save_to_disk``
+        folder or a hub dataset (``split``). Blank values are skipped and counted in ``skipped_blank_lines``.
+        ``options`` are the constructor's (``duplicate_in_loss``, ``augmentation``, ``seed``)."""
+        corpus = load_corpus(source, text_column=text_column, split=split, streaming=streaming)
+        dataset = cls(corpus.dataset, **options)
+        dataset.skipped_blank_lines, dataset.corpus = corpus.skipped, corpus
         return dataset
 
     @classmethod
+    def from_text_file(cls, path: str | os.PathLike, **options: Any) -> DuplicateInputDataset:
+        """One sentence per line (UTF-8; ``.gz``, ``.bz2``, ``.xz``, ``.zst`` also read). Blank lines are skipped and
+        counted in ``skipped_blank_lines``; a line that is not valid UTF-8 raises a ``ValueError`` naming the line.
+        The same as :meth:`from_corpus`, which reads the other formats too."""
+        return cls.from_corpus(path, **options)
+
+    @classmethod
     def from_hf_dataset(cls, dataset: HFDataset, column: str = "text", **options: Any) -> DuplicateInputDataset:
-        """The sentences of one column of a ``datasets.Dataset``; ``options`` are the constructor's."""
-        if column not in dataset.column_names:
+        """The sentences of one column of a ``datasets.Dataset`` (blank or missing values skipped and counted);
+        ``options`` are the constructor's."""
+        corpus = corpus_from_dataset(dataset, column, source="the dataset")
+        result = cls(corpus.dataset, **options)
+        result.skipped_blank_lines, result.corpus = corpus.skipped, corpus
+        return result
+
+
+def _checked_sentences(sentences: Iterable[str]) -> list[str]:
+    sentences = list(sentences)
+    for index, sentence in enumerate(sentences):
+        if not isinstance(sentence, str) or not sentence.strip():
             raise ValueError(
-                f"The dataset has no column {column!r}; its columns are {dataset.column_names}. "
-                "Pass the column that holds the sentences as column=..."
+                f"Sentence {index} is {sentence!r}: every training sentence must be a non-empty string. "
+                "Filter out empty or missing values first."
             )
-        return cls(dataset[column], **options)
+    return sentences
 
 
 class PairDataset(_TextTupleDataset):
@@ -215,55 +294,8 @@ class SimCSEDataCollator(SentenceTransformerDataCollator):
 
 
 def read_sentences(path: str | os.PathLike) -> tuple[list[str], int]:
-    """Read one sentence per line from a UTF-8 text file; returns the sentences and the number of blank lines
-    skipped. Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for undecodable or empty files."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Training file not found: {path!r}. Pass an existing text file, one sentence per line."
-        )
-    sentences: list[str] = []
-    blank = 0
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {line_number}: not valid UTF-8 ({error.reason} at byte {error.start}). "
-                    "Re-encode the file as UTF-8, e.g. with `iconv -f latin1 -t utf-8`."
-                ) from None
-            line = line.strip()
-            if line:
-                sentences.append(line)
-            else:
-                blank += 1
-    if not sentences:
-        raise ValueError(f"{path} holds no sentences ({blank} blank lines): it needs one sentence per line.")
-    if blank:
-        logger.info(f"{path}: skipped {blank} blank lines, read {len(sentences)} sentences.")
-    return sentences, blank
-
-
-# The paper's training files, published with its code on the Hugging Face hub.
-SIMCSE_HUB_REPO = "princeton-nlp/datasets-for-simcse"
-SIMCSE_HUB_FILES = ("wiki1m_for_simcse.txt", "nli_for_simcse.csv")
-
-
-def resolve_training_file(name_or_path: str | os.PathLike) -> str:
-    """A local path as it is; one of the paper's file names (``SIMCSE_HUB_FILES``) downloaded from the hub.
-    Raises ``FileNotFoundError`` saying what to pass when neither works."""
-    path = os.fspath(name_or_path)
-    if os.path.isfile(path):
-        return path
-    if os.path.basename(path) in SIMCSE_HUB_FILES and not os.path.dirname(path):
-        from huggingface_hub import hf_hub_download
-
-        try:
-            return hf_hub_download(SIMCSE_HUB_REPO, path, repo_type="dataset")
-        except Exception as error:
-            raise FileNotFoundError(
-                f"{path!r} is not a local file and could not be downloaded from the hub dataset {SIMCSE_HUB_REPO} "
-                f"({type(error).__name__}). Pass the path of a local copy instead."
-            ) from error
-    raise FileNotFoundError(f"Training file not found: {path!r}. Pass an existing file, one example per line.")
+    """Read one sentence per line from a UTF-8 text file (or any corpus :func:`st_simcse.load_corpus` reads);
+    returns the sentences and the number of blank lines skipped. Raises ``FileNotFoundError`` for a missing file and
+    ``ValueError`` for undecodable or empty files."""
+    corpus = load_corpus(path)
+    return list(corpus.dataset[TEXT_COLUMN]), corpus.skipped

@@ -76,9 +76,16 @@ class MLPHead(nn.Module):
 
 
 def dropout_probabilities(model: nn.Module) -> list[float]:
-    """The probability of every dropout layer in ``model`` (BERT-style encoders apply all their
-    dropout, attention dropout included, through ``nn.Dropout`` modules)."""
-    return [module.p for module in model.modules() if isinstance(module, nn.modules.dropout._DropoutNd)]
+    """The probability of every dropout in ``model``: its ``nn.Dropout`` modules (BERT-style encoders apply all
+    their dropout through them) and the float ``attention_dropout`` of attention modules that apply it functionally
+    (Llama, Qwen2, ...)."""
+    probabilities = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            probabilities.append(module.p)
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            probabilities.append(module.attention_dropout)
+    return probabilities
 
 
 def _columns(sentence_features: Iterable[dict[str, Tensor]]) -> list[dict[str, Tensor]]:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,9 +30,43 @@ REFERENCE_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_first_last", "avg_t
 BUILT_IN_POOLERS = ("cls", "cls_before_pooler", "avg")
 
 
+@dataclass
+class StartModel:
+    """What a start model is, read from its files before it loads: a sentence-transformers model (its module types,
+    its pooling mode, the length it serves with) or a plain transformers checkpoint."""
+
+    sentence_transformer: bool
+    modules: list[str] = field(default_factory=list)
+    pooling: str | None = None
+    max_seq_length: int | None = None
+
+
+def describe_start_model(model_name_or_path: str) -> StartModel:
+    """A local folder or a hub name (fetched from the hub: call it where the hub is reachable or cached)."""
+    from sentence_transformers.util import load_file_path
+
+    modules_file = load_file_path(model_name_or_path, "modules.json")
+    if modules_file is None:
+        return StartModel(False)
+    with open(modules_file, encoding="utf-8") as handle:
+        modules = json.load(handle)
+    pooling = None
+    for module in modules:
+        if module["type"].endswith("Pooling"):
+            mode = Pooling.load_config(model_name_or_path, subfolder=module["path"]).get("pooling_mode")
+            pooling = "+".join(mode) if isinstance(mode, (list, tuple)) else mode
+    config_file = load_file_path(model_name_or_path, "sentence_bert_config.json")
+    max_seq_length = None
+    if config_file is not None:
+        with open(config_file, encoding="utf-8") as handle:
+            max_seq_length = json.load(handle).get("max_seq_length")
+    names = [module["type"].rsplit(".", 1)[-1] for module in modules]
+    return StartModel(True, names, pooling, max_seq_length)
+
+
 def build_model(
     model_name_or_path: str,
-    pooling: str = "cls",
+    pooling: str | None = None,
     max_seq_length: int | None = 32,
     mlp_in_model: bool = False,
     dropout: float | None = None,
@@ -38,48 +75,111 @@ def build_model(
     compile: bool = False,
     compile_mode: str = "default",
 ) -> SentenceTransformer:
-    """A SentenceTransformer of built-in modules for SimCSE: ``Transformer`` + ``Pooling(pooling)``, and with
-    ``mlp_in_model=True`` a ``Dense(d, d, tanh)`` on top, the MLP the paper keeps at test time for supervised
-    SimCSE (initialised like the paper's, normal(0, initializer_range), zero bias).
+    """A SentenceTransformer of built-in modules for SimCSE.
 
-    ``model_name_or_path`` is a hub name, a local transformers checkpoint, or a saved SentenceTransformer folder
-    (loaded as it is; ``pooling`` and ``mlp_in_model`` are then ignored). ``max_seq_length`` is the training
-    length (the paper's 32); the STS evaluation of :mod:`st_simcse.evaluation` always encodes whole sentences.
-    ``dropout``, if given, sets every dropout probability of the encoder (hidden and attention). ``attention``
-    picks transformers' attention implementation (``ATTENTION_IMPLEMENTATIONS``) for a new encoder. ``compile``
-    compiles the encoder in place with ``torch.compile`` in ``compile_mode`` (``COMPILE_MODES``); its parameters and
-    state dict keep their names, so the saved model is still plain built-in modules. The graph is specialised to
-    the first batch's shape and recompiled once with dynamic shapes if another width comes; the paper's training
-    batches are all ``max_seq_length`` wide, so they run one static graph, which CUDA graphs can replay. The STS
-    evaluation runs the encoder eagerly (:func:`eager_forward`).
+    A transformers checkpoint becomes ``Transformer`` + ``Pooling(pooling)`` (``pooling=None``: ``"cls"``, the
+    paper's), and with ``mlp_in_model=True`` a ``Dense(d, d, tanh)`` on top, the MLP the paper keeps at test time
+    for supervised SimCSE (initialised like the paper's, normal(0, initializer_range), zero bias).
+
+    A sentence-transformers model (a local folder or a hub name with ``modules.json``) is trained as it is: its
+    pooling, Dense and Normalize modules are kept. ``pooling`` must then be None or the model's own mode (another
+    mode raises a ``ValueError`` instead of being ignored); ``mlp_in_model=True`` adds the Dense(tanh) MLP for real,
+    before a final Normalize.
+
+    ``max_seq_length`` is the training length (the paper's 32); the STS evaluation of :mod:`st_simcse.evaluation`
+    always encodes whole sentences. ``dropout``, if given, sets every dropout probability of the encoder (hidden and
+    attention). ``attention`` picks transformers' attention implementation (``ATTENTION_IMPLEMENTATIONS``).
+    ``compile`` compiles the encoder in place with ``torch.compile`` in ``compile_mode`` (``COMPILE_MODES``); its
+    parameters and state dict keep their names, so the saved model is still plain built-in modules. The graph is
+    specialised to the first batch's shape and recompiled once with dynamic shapes if another width comes; the
+    paper's training batches are all ``max_seq_length`` wide, so they run one static graph, which CUDA graphs can
+    replay. The STS evaluation runs the encoder eagerly (:func:`eager_forward`).
     """
-    if pooling not in POOLING_MODES:
+    if pooling is not None and pooling not in POOLING_MODES:
         raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLING_MODES}.")
     if attention not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"Unknown attention {attention!r}; choose one of {ATTENTION_IMPLEMENTATIONS}.")
     if compile_mode not in COMPILE_MODES:
         raise ValueError(f"Unknown compile_mode {compile_mode!r}; choose one of {COMPILE_MODES}.")
-    if os.path.isfile(os.path.join(model_name_or_path, "modules.json")):
-        model = SentenceTransformer(model_name_or_path, device=device)
+    model_kwargs = {} if attention == "auto" else {"attn_implementation": attention}
+    start = describe_start_model(model_name_or_path)
+    if start.sentence_transformer:
+        if pooling is not None and pooling != start.pooling:
+            raise ValueError(
+                f"{model_name_or_path} is a sentence-transformers model that pools with {start.pooling!r}, so "
+                f"pooling={pooling!r} would not apply: pass pooling=None to train it with its own pooling, or "
+                "start from the checkpoint of its encoder to choose another."
+            )
+        with expected_load_report_quiet():
+            model = SentenceTransformer(model_name_or_path, device=device, model_kwargs=model_kwargs)
         if max_seq_length is not None:
             model.max_seq_length = max_seq_length
-    else:
-        model_kwargs = {} if attention == "auto" else {"attn_implementation": attention}
-        transformer = Transformer(model_name_or_path, max_seq_length=max_seq_length, model_kwargs=model_kwargs)
-        dimension = transformer.get_embedding_dimension()
-        modules: list[nn.Module] = [transformer, Pooling(dimension, pooling)]
         if mlp_in_model:
-            dense = Dense(dimension, dimension, activation_function=nn.Tanh())
-            std = getattr(transformer.auto_model.config, "initializer_range", 0.02)
-            nn.init.normal_(dense.linear.weight, mean=0.0, std=std)
-            nn.init.zeros_(dense.linear.bias)
-            modules.append(dense)
+            at = len(model) - 1 if type(model[-1]).__name__ == "Normalize" else len(model)
+            model.insert(at, _mlp(model.get_embedding_dimension(), model[0]))
+    else:
+        with expected_load_report_quiet():
+            transformer = Transformer(model_name_or_path, max_seq_length=max_seq_length, model_kwargs=model_kwargs)
+        dimension = transformer.get_embedding_dimension()
+        modules: list[nn.Module] = [transformer, Pooling(dimension, pooling or "cls")]
+        if mlp_in_model:
+            modules.append(_mlp(dimension, transformer))
         model = SentenceTransformer(modules=modules, device=device)
     if dropout is not None:
         set_dropout(model, dropout)
     if compile:
         compile_encoder(model, mode=compile_mode)
     return model
+
+
+def _mlp(dimension: int, transformer: nn.Module) -> Dense:
+    dense = Dense(dimension, dimension, activation_function=nn.Tanh())
+    std = getattr(getattr(transformer, "auto_model", None), "config", None)
+    nn.init.normal_(dense.linear.weight, mean=0.0, std=getattr(std, "initializer_range", 0.02))
+    nn.init.zeros_(dense.linear.bias)
+    return dense
+
+
+def model_pooling(model: SentenceTransformer) -> str | None:
+    """The pooling mode of ``model``'s Pooling module (modes joined by "+"), None where it has none."""
+    for module in model:
+        if isinstance(module, Pooling):
+            mode = module.pooling_mode
+            return "+".join(mode) if isinstance(mode, (list, tuple)) else mode
+    return None
+
+
+class _ExpectedLoadReport(logging.Filter):
+    """transformers' load report, kept in the log (INFO) when it lists only what loading an encoder from a checkpoint
+    of another task always leaves: unused weights (an MLM head) and a missing pooler, which sentence-transformers'
+    Transformer never uses (it pools the token embeddings). Weights missing elsewhere stay a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message or record.levelno != logging.WARNING:
+            return True
+        missing = re.findall(r"^(\S+)\s*\|\s*MISSING", message, flags=re.MULTILINE)
+        if all(key.startswith("pooler.") for key in missing) and "MISMATCH" not in message:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = (
+                f"{message}\n(expected: unused checkpoint weights, and a pooler that sentence-transformers' "
+                "Transformer module does not use)"
+            )
+            record.args = ()
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
+
+
+@contextmanager
+def expected_load_report_quiet() -> Iterator[None]:
+    """Keep transformers' expected load report out of a library user's console (see :class:`_ExpectedLoadReport`)."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _ExpectedLoadReport()
+    report_logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        report_logger.removeFilter(report_filter)
 
 
 def compile_encoder(model: SentenceTransformer, **compile_options: Any) -> None:
@@ -92,16 +192,20 @@ def compile_encoder(model: SentenceTransformer, **compile_options: Any) -> None:
 
 
 def set_dropout(model: nn.Module, probability: float) -> None:
-    """Set every ``nn.Dropout`` of ``model`` (and the matching config fields) to ``probability``."""
+    """Set every dropout probability of ``model`` to ``probability``: each ``nn.Dropout``, the float
+    ``attention_dropout`` of attention modules that apply dropout functionally (Llama, Qwen2, ...), and the matching
+    config fields."""
     if not 0.0 <= probability < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {probability}.")
     for module in model.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.p = probability
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = probability
         config = getattr(module, "config", None)
-        for field in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            if hasattr(config, field):
-                setattr(config, field, probability)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "attention_dropout"):
+            if isinstance(getattr(config, name, None), float):
+                setattr(config, name, probability)
 
 
 def encoder_max_length(model: SentenceTransformer) -> int | None:
@@ -173,7 +277,8 @@ def load_simcse_model(
             "`python -m st_simcse.evaluate MODEL --pooler avg_first_last`."
         )
     pooler_weights = _checkpoint_pooler(model_name_or_path) if pooler == "cls" else None
-    transformer = Transformer(model_name_or_path, max_seq_length=max_seq_length)
+    with expected_load_report_quiet():
+        transformer = Transformer(model_name_or_path, max_seq_length=max_seq_length)
     dimension = transformer.get_embedding_dimension()
     modules: list[nn.Module] = [transformer, Pooling(dimension, "mean" if pooler == "avg" else "cls")]
     if pooler_weights is not None:
@@ -226,6 +331,7 @@ def reference_pooler_model(model_name_or_path: str, pooler: str, device: str | N
         raise ValueError(f"Unknown pooler {pooler!r}; choose one of {REFERENCE_POOLERS}.")
     if pooler in BUILT_IN_POOLERS:
         return load_simcse_model(model_name_or_path, pooler, device=device)
-    transformer = Transformer(model_name_or_path, config_kwargs={"output_hidden_states": True})
+    with expected_load_report_quiet():
+        transformer = Transformer(model_name_or_path, config_kwargs={"output_hidden_states": True})
     layers = (1, -1) if pooler == "avg_first_last" else (-2, -1)
     return SentenceTransformer(modules=[transformer, LayerAveragePooling(layers)], device=device)

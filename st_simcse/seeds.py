@@ -1,7 +1,7 @@
 """Several seeds of one recipe in one command (``--seeds 42 43 44``): each seed is a complete run in
-``output_dir/seed-N``; the 7-task tables of all seeds, their mean and standard deviation go to
-``output_dir/seeds.json``; the seed with the best STS-B dev score (model selection never looks at test) keeps its
-model and the others keep only their metrics, plots and logs."""
+``output_dir/seed-N``; the test tables of all seeds, their mean and standard deviation go to
+``output_dir/seeds.json``; the seed with the best dev score (model selection never looks at test) keeps its model and
+the others keep only their metrics, plots and logs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import shutil
 import statistics
 from collections.abc import Callable
 from typing import Any
+
+from st_simcse.runs import ARGUMENTS_FILE, RunInterrupted, write_json
 
 SEEDS_FILE = "seeds.json"
 # What a pruned seed keeps: everything a person reads, nothing that is a model.
@@ -48,10 +50,16 @@ def run_seeds(
     runs = seed_arguments(args)
     for run in runs:
         check(run)
+    # The whole command's options, so that `--output-dir DIR --resume` resumes every seed.
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_json(os.path.join(args.output_dir, ARGUMENTS_FILE), vars(args))
     results = {}
     for run in runs:
         print(f"\n=== seed {run.seed} ({len(results) + 1} of {len(runs)}): {run.output_dir}")
-        results[run.seed] = train_once(run)
+        try:
+            results[run.seed] = train_once(run)
+        except RunInterrupted as stopped:
+            raise RunInterrupted(args.output_dir, stopped.checkpoint) from None
     summary = summarise(results)
     summary["best_model"] = os.path.join(args.output_dir, f"seed-{summary['best_seed']}")
     for run in runs:
@@ -60,7 +68,7 @@ def run_seeds(
     with open(os.path.join(args.output_dir, SEEDS_FILE), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     print_seed_table(summary)
-    print(f"\nBest seed on STS-B dev: {summary['best_seed']}; its model: {summary['best_model']}")
+    print(f"\nBest seed on dev: {summary['best_seed']}; its model: {summary['best_model']}")
     print(f"All seeds, mean and std: {os.path.join(args.output_dir, SEEDS_FILE)}")
     return summary
 
@@ -76,16 +84,24 @@ def summarise(results: dict[int, dict]) -> dict:
 
     return {
         "seeds": seeds,
-        "runs": {str(seed): {"best_dev_stsb": r["best_dev_stsb"], "test": r["test"]} for seed, r in results.items()},
+        "runs": {str(seed): {"best_dev": r["best_dev"], "test": _test_row(r)} for seed, r in results.items()},
         "mean": {column: round(statistics.mean(values(column)), 2) for column in columns},
         "std": {column: round(statistics.stdev(values(column)), 2) if len(seeds) > 1 else 0.0 for column in columns},
-        "best_seed": max(seeds, key=lambda seed: results[seed]["best_dev_stsb"]),
+        "best_seed": max(seeds, key=lambda seed: results[seed]["best_dev"]),
     }
 
 
+def _test_row(run: dict) -> dict[str, float]:
+    """A run's test scores: the 7-task table (where it ran) and the user's test pairs (where given)."""
+    row = dict(run["test"] or {})
+    if run.get("test_file"):
+        row["test_file"] = run["test_file"]["spearman"]
+    return row
+
+
 def _row(run: dict) -> dict[str, float]:
-    """A run's 7-task table and its best STS-B dev score, as one row (the dev score last)."""
-    return {**run["test"], "best_dev_stsb": run["best_dev_stsb"]}
+    """A run's test scores and its best dev score, as one row (the dev score last)."""
+    return {**_test_row(run), "best_dev": run["best_dev"]}
 
 
 def prune_model(output_dir: str) -> None:
@@ -99,8 +115,8 @@ def prune_model(output_dir: str) -> None:
 
 def print_seed_table(summary: dict) -> None:
     columns = list(summary["mean"])
-    print("\nSTS test, Spearman x 100, per seed (dev = best STS-B dev):")
-    print(f"{'seed':>6} " + " ".join(f"{('dev' if c == 'best_dev_stsb' else c):>7}" for c in columns))
+    print("\nTest Spearman x 100, per seed (dev = best dev score):")
+    print(f"{'seed':>6} " + " ".join(f"{('dev' if c == 'best_dev' else c):>7}" for c in columns))
     for seed, run in summary["runs"].items():
         row = _row(run)
         print(f"{seed:>6} " + " ".join(f"{row[c]:>7.2f}" for c in columns))

@@ -1,171 +1,36 @@
-"""What both recipes share: train with ``model.fit`` while selecting the best checkpoint on STS-B dev, survive
-interruption (``resume``), then evaluate the best model on the paper's 7 STS tasks and write every output."""
+"""What both recipes share: train on the run's corpus while selecting the best model on a dev set, survive
+interruption (``resume``), then judge the best model on the test yardsticks and write every output.
+
+Three training paths give the same training: ``model.fit`` (the recipes' default up to the paper's corpus size), the
+``SentenceTransformerTrainer`` that model.fit runs underneath, given the corpus's memory-mapped Arrow table instead
+of model.fit's in-memory copy (equal weights, tested), and that Trainer on a stream (for corpora beyond memory or
+disk)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import torch
-from sentence_transformers import SentenceTransformer
+from datasets import DatasetDict
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.base.training_args import MultiDatasetBatchSamplers
+from sentence_transformers.sentence_transformer.fit_mixin import EvaluatorCallback, OriginalCallback
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 from transformers import ProgressCallback, TrainerCallback, set_seed
 
-from st_simcse.evaluation import check_senteval_dir, sts_evaluator
-from st_simcse.loss_state import LOSS_STATE_FILE
-from st_simcse.models import whole_sentences
-from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
+from st_simcse.runs import ARGUMENTS_FILE, METRICS_FILE, RunInterrupted, TrainingRun, write_json
+from st_simcse.selection import DevTracker, evaluate_on_test
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-BEST_MODEL = "best_model"
-HISTORY_FILE = "dev_history.json"
-METRICS_FILE = "metrics.json"
-ARGUMENTS_FILE = "arguments.json"
-# Options that may differ between a run and its resumption: they do not change what is trained.
-RESUMABLE_CHANGES = ("resume", "eval_batch_size")
-DEV_CURVE_PNG = "dev_curve.png"
-ALIGN_UNIFORM_PNG = "align_uniform.png"
-
-
-class StartedRunError(ValueError):
-    """The output folder holds a started, unfinished run, and this run does not resume it."""
-
-
-# model.fit's names for the learning-rate schedules.
-SCHEDULERS = ("WarmupLinear", "WarmupConstant", "ConstantLR", "WarmupCosine", "WarmupCosineWithHardRestarts")
-AMP_MODES = ("auto", "bf16", "fp16", "none")
-
-
-@dataclass
-class TrainingRun:
-    """Where a recipe writes and how it trains (every value comes from the recipe's knobs); everything here is
-    recorded in ``metrics.json``. ``amp``: "auto" is bf16 autocast on a GPU that supports it (no gradient
-    scaler), fp16 autocast with model.fit's scaler on other GPUs, and none on a CPU."""
-
-    output_dir: str
-    senteval_dir: str | None
-    batch_size: int
-    learning_rate: float
-    epochs: int
-    max_steps: int | None
-    scheduler: str
-    warmup_steps: int
-    weight_decay: float
-    max_grad_norm: float
-    amp: str
-    eval_steps: int
-    eval_batch_size: int
-    seed: int
-    resume: bool
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def precision(self) -> str:
-        """The mixed precision this run uses on this machine: "bf16", "fp16" or "none"."""
-        if self.amp != "auto":
-            return self.amp
-        if not torch.cuda.is_available():
-            return "none"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-    @property
-    def checkpoint_dir(self) -> str:
-        return os.path.join(self.output_dir, CHECKPOINTS)
-
-    @property
-    def finished(self) -> bool:
-        return os.path.isfile(os.path.join(self.output_dir, METRICS_FILE))
-
-    def check_before_loading(self, loss_owns_state: bool = False) -> None:
-        """Everything that can fail without a model, so it fails before any time is spent loading or training and
-        before anything is written. ``loss_owns_state``: the loss has parameters of its own (the MLP head), which
-        a resumed checkpoint must carry."""
-        if self.batch_size < 2:
-            raise ValueError(
-                f"batch_size must be at least 2 (the other examples are the negatives), got {self.batch_size}."
-            )
-        if self.eval_steps < 1:
-            raise ValueError(f"eval_steps must be positive, got {self.eval_steps}.")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"max_steps must be positive, got {self.max_steps}.")
-        if not (self.learning_rate > 0):
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}.")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}.")
-        if self.senteval_dir is not None:
-            check_senteval_dir(self.senteval_dir, "dev", ["STS-B"])
-            check_senteval_dir(self.senteval_dir, "test")
-        if self.finished:
-            if not self.resume:
-                raise ValueError(
-                    f"{self.output_dir} already holds a finished run ({METRICS_FILE}); nothing there is overwritten. "
-                    "Choose another output folder, or delete this one to train again."
-                )
-            return  # resuming a finished run is a no-op: the caller reports it and writes nothing
-        step = latest_checkpoint_step(self.checkpoint_dir)
-        if step is not None and not self.resume:
-            raise StartedRunError(
-                f"{self.output_dir} already holds a started run (checkpoint-{step}). Resume it to continue, or "
-                "choose another output folder; nothing there is overwritten."
-            )
-        if self.resume and step is not None:
-            self._check_resumable(step, loss_owns_state)
-
-    def _check_resumable(self, step: int, loss_owns_state: bool) -> None:
-        checkpoint = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
-        required = ["trainer_state.json", "modules.json"] + ([LOSS_STATE_FILE] if loss_owns_state else [])
-        missing = [name for name in required if not os.path.isfile(os.path.join(checkpoint, name))]
-        if missing:
-            raise ValueError(
-                f"Cannot resume: {checkpoint} is incomplete (no {', '.join(missing)}; the run was probably killed "
-                "while saving it). Delete that folder to resume from the checkpoint before it, if one is left, or "
-                "start afresh in another output folder."
-            )
-        saved_path = os.path.join(self.output_dir, ARGUMENTS_FILE)
-        if os.path.isfile(saved_path):
-            with open(saved_path, encoding="utf-8") as handle:
-                saved = json.load(handle)
-            changed = {
-                name: (saved.get(name), value)
-                for name, value in self.arguments.items()
-                # An option the run did not record (an older st_simcse) is not a change.
-                if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value
-            }
-            if changed:
-                listed = ", ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items())
-                raise ValueError(
-                    f"Cannot resume: this command changes options of the run in {self.output_dir} ({listed}). "
-                    "Resume with the options it was started with, or start a new run in another output folder."
-                )
-
-
-def latest_checkpoint_step(checkpoint_dir: str) -> int | None:
-    if not os.path.isdir(checkpoint_dir):
-        return None
-    steps = [int(m.group(1)) for name in os.listdir(checkpoint_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", name))]
-    return max(steps, default=None)
-
-
-def _write_json(path: str, payload: Any) -> None:
-    # Write-then-rename, so an interruption never leaves a half-written file behind.
-    temporary = f"{path}.tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(temporary, path)
 
 
 class SeedCallback(TrainerCallback):
@@ -227,19 +92,63 @@ def fit_callbacks(*callbacks: TrainerCallback, progress: type[TrainerCallback] |
             hf_trainer.DEFAULT_CALLBACKS.remove(callback)
 
 
+class FirstStepTimer(TrainerCallback):
+    """Records the set-up time: from the start of the process to the first training step."""
+
+    def __init__(self) -> None:
+        self.seconds: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.seconds is None:
+            import psutil
+
+            self.seconds = round(time.time() - psutil.Process().create_time(), 1)
+
+
+class FitOrderBatchSampler(DefaultBatchSampler):
+    """The batches ``model.fit`` trains our recipes on, without its copy of the corpus. The recipes hand model.fit a
+    DataLoader shuffled with the run's seed (``order_seed``); model.fit copies it in that order and its Trainer then
+    draws a random permutation of the copy. This sampler composes the two permutations over the original rows, and
+    yields batch by batch from tensors instead of torch's RandomSampler list of every index (which alone costs
+    about 36 bytes per example)."""
+
+    def __init__(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0, order_seed=0):
+        super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+        self.order = shuffled_loader_order(len(dataset), order_seed)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # The draw of RandomSampler(dataset, generator): the Trainer re-seeds the shared generator every epoch.
+        indices = self.order[torch.randperm(len(self.order), generator=self.generator)]
+        for batch in indices.split(self.batch_size):
+            if self.drop_last and len(batch) < self.batch_size:
+                return
+            yield batch.tolist()
+
+
+def shuffled_loader_order(size: int, seed: int) -> torch.Tensor:
+    """The order in which ``DataLoader(dataset, shuffle=True, generator=torch.Generator().manual_seed(seed))`` reads
+    a dataset of ``size`` rows: the loader first draws its workers' base seed from the generator, then its
+    RandomSampler a permutation (``tests/test_training.py`` checks the two paths train alike)."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    return torch.randperm(size, generator=generator)
+
+
 def train_and_evaluate(
     model: SentenceTransformer, loss: nn.Module, dataset: Dataset, run: TrainingRun
 ) -> dict[str, Any]:
-    """Train ``model`` with ``loss`` on ``dataset`` through ``model.fit``, evaluating STS-B dev (plus
-    alignment/uniformity) every ``run.eval_steps``; keep the best dev checkpoint, evaluate it on the 7 STS test
-    tasks with whole sentences, and write to ``run.output_dir``:
+    """Train ``model`` with ``loss`` on ``dataset``, evaluating the dev set (plus alignment/uniformity) every
+    ``run.eval_steps``; keep the best model (the untrained one unless a checkpoint beats it), judge it on the test
+    yardsticks with whole sentences, and write to ``run.output_dir``:
 
     - the best model at the folder's root (``SentenceTransformer(output_dir)`` loads it; max_seq_length restored
-      to the encoder's limit, since the paper trains on 32 tokens but evaluates whole sentences);
-    - ``metrics.json``: the arguments, the dev history, the best step, the test table, timings;
+      to the length it serves with, since the paper trains on 32 tokens but evaluates whole sentences);
+    - ``metrics.json``: the arguments, the dev history, the best step, the test tables, timings;
     - ``dev_curve.png`` and ``align_uniform.png``;
     - ``checkpoints/`` (trainer state, and the loss's own parameters such as the training-only MLP head), from
       which ``run.resume`` continues an interrupted run.
+
+    Ctrl-C raises :class:`st_simcse.runs.RunInterrupted`, naming the last checkpoint a resume continues from.
     """
     # Under torchrun every rank trains, but only the first one writes files and evaluates the best model.
     main_process = int(os.environ.get("RANK", "0")) == 0
@@ -248,124 +157,44 @@ def train_and_evaluate(
     if run.resume and tracker.resumed_from is None:
         print(f"No checkpoint to resume in {run.checkpoint_dir}: starting the run from its beginning.")
     if tracker.resumed_from is None and main_process:
-        _write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
+        write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
         tracker.evaluate_untrained()
-    started = time.perf_counter()
-    fit(model, loss, dataset, run, tracker)
-    train_seconds = time.perf_counter() - started
+    path = run.training_path_for(None if getattr(dataset, "streaming", False) else len(dataset))
+    timer = FirstStepTimer()
+    tracker.start_training()
+    try:
+        (fit if path == "fit" else fit_with_trainer)(model, loss, dataset, run, tracker, timer)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run.output_dir, run.last_complete_checkpoint()) from None
+    train_seconds = tracker.seconds_before_resume + time.perf_counter() - tracker.started
     if not main_process:
         return {}
     best_model = tracker.keep_best_model()
     started = time.perf_counter()
-    table, test_alignment = evaluate_on_sts_test(best_model, run)
+    report = evaluate_on_test(best_model, run)
     metrics = {
         "arguments": run.arguments,
         "run": asdict(run),
+        "training_path": path,
         **tracker.summary(),
-        "test": table,
-        "test_alignment": test_alignment[1],
-        "test_uniformity": test_alignment[2],
+        **report,
         "train_seconds": round(train_seconds, 1),
+        "setup_seconds": timer.seconds,
         "test_eval_seconds": round(time.perf_counter() - started, 1),
         "device": str(model.device),
     }
     tracker.plot()
-    _write_json(os.path.join(run.output_dir, METRICS_FILE), metrics)
+    write_json(os.path.join(run.output_dir, METRICS_FILE), metrics)
     return metrics
 
 
-class DevTracker:
-    """The STS-B dev evaluation during training: its history (restored and truncated on resume), the best step,
-    the best model kept on disk, and the dev plots."""
-
-    def __init__(self, run: TrainingRun, model: SentenceTransformer, main_process: bool) -> None:
-        self.run, self.model, self.main_process = run, model, main_process
-        self.evaluator = sts_evaluator(
-            run.senteval_dir, "dev", tasks=["STS-B"], batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
-        )
-        self.alignment = self.evaluator.evaluators[-1]
-        self.history_path = os.path.join(run.output_dir, HISTORY_FILE)
-        self.best_dir = os.path.join(run.output_dir, BEST_MODEL)
-        self.best: dict[str, Any] = {"score": float("-inf"), "step": None}
-        self.resumed_from = latest_checkpoint_step(run.checkpoint_dir) if run.resume else None
-        if self.resumed_from is not None:
-            self._restore(self.resumed_from)
-
-    def _restore(self, step: int) -> None:
-        # The loss's own parameters (the MLP head) come back through st_simcse's LossStateCallback.
-        if os.path.isfile(self.history_path):
-            with open(self.history_path, encoding="utf-8") as handle:
-                saved = json.load(handle)
-            # Evaluations after the checkpoint belong to the lost part of the run and will be redone.
-            self.evaluator.history = [entry for entry in saved["history"] if entry["steps"] <= step]
-            self.alignment.history = [tuple(p) for p in saved["alignment_uniformity"] if p[0] <= step]
-            if saved.get("best_step") is not None and saved["best_step"] <= step:
-                self.best = {"score": saved["best_score"], "step": saved["best_step"]}
-        print(f"Resuming from {self.run.checkpoint_dir}/checkpoint-{step}")
-
-    def evaluate_untrained(self) -> None:
-        """The untrained model's point starts the dev curve and the alignment/uniformity trajectory."""
-        self.evaluator(self.model, epoch=0, steps=0)
-        untrained = self.evaluator.history[-1]["sts_dev_avg"]
-        print(f"step 0 (untrained): STS-B dev Spearman {100 * untrained:.2f}")
-
-    def on_evaluation(self, score: float, epoch: int, steps: int) -> None:
-        """model.fit's callback after each evaluation: record it, keep the model if it is the best so far."""
-        if not self.main_process:
-            return
-        # model.fit also evaluates at the end of each epoch, which can repeat the last step's evaluation of the
-        # same weights: drop the repeat.
-        history = self.evaluator.history
-        if len(history) > 1 and _step_of(history[-1]) == _step_of(history[-2]):
-            del history[-1], self.alignment.history[-1]
-            return
-        if score > self.best["score"]:
-            self.best.update(score=score, step=steps)
-            self.model.save(self.best_dir)
-        _write_json(
-            self.history_path,
-            {
-                "history": self.evaluator.history,
-                "alignment_uniformity": self.alignment.history,
-                "best_score": self.best["score"],
-                "best_step": self.best["step"],
-            },
-        )
-        # Above the progress bar, not on its line.
-        tqdm.write(f"step {steps}: STS-B dev Spearman {100 * score:.2f} (best {100 * self.best['score']:.2f})")
-
-    def keep_best_model(self) -> SentenceTransformer:
-        """Move the best checkpoint's model to the output folder's root, for whole-sentence use."""
-        if self.best["step"] is None:
-            raise RuntimeError(
-                "No evaluation ran during training, so there is no best checkpoint; evaluate more often."
-            )
-        best_model = SentenceTransformer(self.best_dir, device=str(self.model.device))
-        with whole_sentences(best_model):
-            best_model.save(self.run.output_dir)
-        shutil.rmtree(self.best_dir, ignore_errors=True)
-        return best_model
-
-    def summary(self) -> dict[str, Any]:
-        history = self.evaluator.history
-        return {
-            "best_step": self.best["step"],
-            "best_dev_stsb": round(100 * self.best["score"], 2),
-            "untrained_dev_stsb": round(100 * history[0]["sts_dev_avg"], 2) if history[0]["steps"] == 0 else None,
-            "dev_history": history,
-            "dev_alignment_uniformity": self.alignment.history,
-            "resumed_from_step": self.resumed_from,
-        }
-
-    def plot(self) -> None:
-        history = self.evaluator.history
-        steps, scores = [entry["steps"] for entry in history], [entry["sts_dev_avg"] for entry in history]
-        plot_dev_curve(steps, scores, os.path.join(self.run.output_dir, DEV_CURVE_PNG))
-        plot_alignment_uniformity(self.alignment.history, os.path.join(self.run.output_dir, ALIGN_UNIFORM_PNG))
-
-
 def fit(
-    model: SentenceTransformer, loss: nn.Module, dataset: Dataset, run: TrainingRun, tracker: DevTracker | None
+    model: SentenceTransformer,
+    loss: nn.Module,
+    dataset: Dataset,
+    run: TrainingRun,
+    tracker: DevTracker | None,
+    *callbacks: TrainerCallback,
 ) -> None:
     """``model.fit`` with the run's settings, a checkpoint at every evaluation, and the run's seed on every RNG.
     Without a ``tracker`` nothing is evaluated (as the speed benchmark measures the training path alone)."""
@@ -373,11 +202,9 @@ def fit(
     # sees the same batches. The SeedCallback makes the same seed drive the dropout masks.
     generator = torch.Generator().manual_seed(run.seed)
     loader = DataLoader(dataset, batch_size=run.batch_size, shuffle=True, generator=generator)
-    # model.fit's use_amp is fp16 with a gradient scaler; bf16 needs no scaler, so the loss runs under autocast.
-    objective = BFloat16Autocast(loss) if run.precision == "bf16" else loss
-    with fit_callbacks(SeedCallback(run.seed), progress=ProgressBarLoggingMetrics):
+    with fit_callbacks(SeedCallback(run.seed), *callbacks, progress=ProgressBarLoggingMetrics):
         model.fit(
-            train_objectives=[(loader, objective)],
+            train_objectives=[(loader, _objective(loss, run))],
             evaluator=tracker.evaluator if tracker else None,
             epochs=1 if run.max_steps else run.epochs,
             steps_per_epoch=run.max_steps,
@@ -397,14 +224,83 @@ def fit(
         )
 
 
-def evaluate_on_sts_test(model: SentenceTransformer, run: TrainingRun) -> tuple[dict[str, float], tuple]:
-    """The paper's 7-task table of ``model`` and its (step, alignment, uniformity) on STS-B test."""
-    evaluator = sts_evaluator(
-        run.senteval_dir, "test", batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
+def fit_with_trainer(
+    model: SentenceTransformer,
+    loss: nn.Module,
+    dataset: Dataset,
+    run: TrainingRun,
+    tracker: DevTracker | None,
+    *callbacks: TrainerCallback,
+) -> None:
+    """What :func:`fit` runs, built here so the Trainer reads the corpus's Arrow table (memory-mapped, shared by
+    every process under torchrun) instead of model.fit's in-memory copy of it: the same arguments, optimizer groups,
+    schedule, evaluation callbacks, batches (:class:`FitOrderBatchSampler`) and resume. A stream (an
+    ``IterableDataset``) trains for ``run.max_steps`` on a shuffle buffer instead."""
+    train_dataset = dataset.to_hf_dataset()
+    objective = _objective(loss, run)
+    streaming = getattr(dataset, "streaming", False)
+    if streaming:
+        train_dataset = train_dataset.shuffle(seed=run.seed, buffer_size=10_000)
+        losses: nn.Module | dict[str, nn.Module] = objective
+        steps = run.max_steps
+    else:
+        # model.fit's layout: a one-dataset dict, round robin, the loss by the dataset's name.
+        train_dataset, losses = DatasetDict({"_dataset_1": train_dataset}), {"_dataset_1": objective}
+        # model.fit sizes its schedule as len(dataset) // batch_size batches (a last partial batch left out).
+        steps = run.max_steps or len(dataset) // run.batch_size * run.epochs
+    args = SentenceTransformerTrainingArguments(
+        output_dir=run.checkpoint_dir,
+        batch_sampler=partial(FitOrderBatchSampler, order_seed=run.seed),
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.ROUND_ROBIN,
+        per_device_train_batch_size=run.batch_size,
+        per_device_eval_batch_size=run.batch_size,
+        num_train_epochs=1 if run.max_steps else run.epochs,
+        max_steps=run.max_steps or -1,
+        eval_strategy="steps" if tracker else "no",
+        eval_steps=run.eval_steps,
+        max_grad_norm=run.max_grad_norm,
+        fp16=run.precision == "fp16",
+        disable_tqdm=False,
+        save_strategy="steps",
+        save_steps=run.eval_steps,
+        save_total_limit=1,
     )
-    results = evaluator(model)
-    return evaluator.table(results), evaluator.evaluators[-1].history[-1]
+    optimizer, schedule = _fit_optimizer(model, losses, run, steps)
+    fit_evaluation = []
+    if tracker:
+        evaluator = tracker.evaluator
+        fit_evaluation = [EvaluatorCallback(evaluator), OriginalCallback(tracker.on_evaluation, evaluator)]
+    with fit_callbacks(SeedCallback(run.seed), *callbacks, progress=ProgressBarLoggingMetrics):
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            loss=losses,
+            evaluator=tracker.evaluator if tracker else None,
+            optimizers=(optimizer, schedule),
+            callbacks=fit_evaluation,
+        )
+        for callback in fit_evaluation[:1]:
+            callback.trainer = trainer  # model.fit's evaluation callback logs through the trainer
+        checkpoint = run.last_complete_checkpoint() if run.resume else None
+        trainer.train(resume_from_checkpoint=checkpoint)
 
 
-def _step_of(entry: dict | tuple) -> int:
-    return entry["steps"] if isinstance(entry, dict) else entry[0]
+def _fit_optimizer(model: SentenceTransformer, losses: nn.Module | dict, run: TrainingRun, steps: int) -> tuple:
+    """model.fit's AdamW (its two parameter groups: no weight decay on biases and LayerNorm) and schedule."""
+    named = losses if isinstance(losses, dict) else {"_dataset_1": losses}
+    parameters = list(nn.ModuleDict({"model": model, **named}).named_parameters())
+    no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight")
+    decayed = [not any(part in name for part in no_decay) for name, _ in parameters]
+    groups = [
+        {"params": [p for (_, p), d in zip(parameters, decayed) if d], "weight_decay": run.weight_decay},
+        {"params": [p for (_, p), d in zip(parameters, decayed) if not d], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=run.learning_rate)
+    schedule = model._get_scheduler(optimizer, scheduler=run.scheduler, warmup_steps=run.warmup_steps, t_total=steps)
+    return optimizer, schedule
+
+
+def _objective(loss: nn.Module, run: TrainingRun) -> nn.Module:
+    # model.fit's use_amp is fp16 with a gradient scaler; bf16 needs no scaler, so the loss runs under autocast.
+    return BFloat16Autocast(loss) if run.precision == "bf16" else loss

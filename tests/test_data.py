@@ -54,7 +54,7 @@ def test_empty_and_missing_files(tmp_path):
 def test_from_hf_dataset_column():
     dataset = DuplicateInputDataset.from_hf_dataset(Dataset.from_dict({"text": ["x y", "z"]}))
     assert [example.texts for example in dataset] == [["x y", "x y"], ["z", "z"]]
-    with pytest.raises(ValueError, match="no column 'sentence'.*columns are \\['text'\\]"):
+    with pytest.raises(ValueError, match="no column 'sentence'; its columns are text \\(string\\)"):
         DuplicateInputDataset.from_hf_dataset(Dataset.from_dict({"text": ["x"]}), column="sentence")
 
 
@@ -134,4 +134,4 @@ def test_duplicate_in_loss_gives_one_column():
     assert dataset[1].texts == ["a dog runs"]
     hf = dataset.to_hf_dataset()
     assert hf.column_names == ["anchor"] and hf["anchor"] == ["a man plays", "a dog runs"]
-    assert DuplicateInputDataset(["a man plays"])[0].texts == ["a man plays", "a man plays"]
+    assert DuplicateInputDataset(["a man plays", "x"])[0].texts == ["a man plays", "a man plays"]

@@ -1,0 +1,250 @@
+"""A training run: its settings, the files it writes in its output folder, and everything checked before any model
+loads (values, the output folder, the yardsticks, a resume), so a run that cannot succeed fails before any time is
+spent and before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from st_simcse.evaluation import check_senteval_dir
+from st_simcse.loss_state import LOSS_STATE_FILE
+from st_simcse.sources import SourceError, check_hub_name
+
+CHECKPOINTS = "checkpoints"
+BEST_MODEL = "best_model"
+HISTORY_FILE = "dev_history.json"
+METRICS_FILE = "metrics.json"
+ARGUMENTS_FILE = "arguments.json"
+DEV_CURVE_PNG = "dev_curve.png"
+ALIGN_UNIFORM_PNG = "align_uniform.png"
+# Options that may differ between a run and its resumption: they do not change what is trained.
+RESUMABLE_CHANGES = ("resume", "eval_batch_size")
+# model.fit's names for the learning-rate schedules.
+SCHEDULERS = ("WarmupLinear", "WarmupConstant", "ConstantLR", "WarmupCosine", "WarmupCosineWithHardRestarts")
+AMP_MODES = ("auto", "bf16", "fp16", "none")
+# How the run trains: model.fit, the Trainer that model.fit runs underneath (the same training, without model.fit's
+# in-memory copy of the corpus), or that Trainer on a stream; "auto" picks fit up to the paper's corpus size.
+TRAINING_PATHS = ("auto", "fit", "trainer")
+FIT_CORPUS_LIMIT = 1_000_000
+# The public copy of STS-B that serves as the dev set without a SentEval folder.
+HUB_STSB = "mteb/stsbenchmark-sts"
+
+
+class StartedRunError(ValueError):
+    """The output folder holds a started, unfinished run, and this run does not resume it."""
+
+
+class RunInterrupted(Exception):
+    """Training stopped on Ctrl-C; ``checkpoint`` is the last complete checkpoint a resume continues from (None if the
+    run was stopped before its first one)."""
+
+    def __init__(self, output_dir: str, checkpoint: str | None) -> None:
+        super().__init__(output_dir, checkpoint)
+        self.output_dir, self.checkpoint = output_dir, checkpoint
+
+
+@dataclass
+class TrainingRun:
+    """Where a recipe writes and how it trains (every value comes from the recipe's knobs); everything here is
+    recorded in ``metrics.json``. ``amp``: "auto" is bf16 autocast on a GPU that supports it (no gradient
+    scaler), fp16 autocast with model.fit's scaler on other GPUs, and none on a CPU. ``dev_file`` / ``test_file``:
+    the user's scored pairs for model selection and the final report (None: STS-B dev, the paper's 7 tasks).
+    ``serving_max_seq_length``: the length the saved model encodes with (None: the encoder's own limit)."""
+
+    output_dir: str
+    senteval_dir: str | None
+    batch_size: int
+    learning_rate: float
+    epochs: int
+    max_steps: int | None
+    scheduler: str
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    amp: str
+    eval_steps: int
+    eval_batch_size: int
+    seed: int
+    resume: bool
+    dev_file: str | None = None
+    test_file: str | None = None
+    training_path: str = "auto"
+    streaming: bool = False
+    serving_max_seq_length: int | None = None
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """The mixed precision this run uses on this machine: "bf16", "fp16" or "none"."""
+        if self.amp != "auto":
+            return self.amp
+        if not torch.cuda.is_available():
+            return "none"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.output_dir, CHECKPOINTS)
+
+    @property
+    def finished(self) -> bool:
+        return os.path.isfile(os.path.join(self.output_dir, METRICS_FILE))
+
+    @property
+    def sts_tables(self) -> bool:
+        """Whether the paper's STS sets can be had: a SentEval folder, or the hub's copies (reachable, or the user's
+        local hub cache under ``HF_HUB_OFFLINE=1``)."""
+        if self.senteval_dir is not None:
+            return True
+        try:
+            check_hub_name(HUB_STSB, "STS-B")
+        except SourceError:
+            return False
+        return True
+
+    def training_path_for(self, corpus_size: int | None) -> str:
+        """ "fit", "trainer" or "streaming" for a corpus of ``corpus_size`` examples (None: a stream)."""
+        if self.streaming or corpus_size is None:
+            return "streaming"
+        if self.training_path != "auto":
+            return self.training_path
+        several_devices = int(os.environ.get("WORLD_SIZE", "1")) > 1  # fit would copy the corpus into every process
+        return "trainer" if corpus_size > FIT_CORPUS_LIMIT or several_devices else "fit"
+
+    def check_before_loading(self, loss_owns_state: bool = False) -> None:
+        """Everything that can fail without a model, so it fails before any time is spent loading or training and
+        before anything is written. ``loss_owns_state``: the loss has parameters of its own (the MLP head), which
+        a resumed checkpoint must carry."""
+        if self.batch_size < 2:
+            raise ValueError(
+                f"batch_size must be at least 2 (the other examples are the negatives), got {self.batch_size}."
+            )
+        if self.eval_steps < 1:
+            raise ValueError(f"eval_steps must be positive, got {self.eval_steps}.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}.")
+        if self.streaming and self.max_steps is None:
+            raise ValueError("A streamed corpus has no length, so its run needs --max-steps N (the steps to train).")
+        if not (self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}.")
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}.")
+        if self.training_path not in TRAINING_PATHS:
+            raise ValueError(f"training_path must be one of {TRAINING_PATHS}, got {self.training_path!r}.")
+        self._check_output_dir()
+        self._check_yardsticks()
+        if self.finished:
+            if not self.resume:
+                raise ValueError(
+                    f"{self.output_dir} already holds a finished run ({METRICS_FILE}); nothing there is overwritten. "
+                    "Choose another output folder, or delete this one to train again."
+                )
+            return  # resuming a finished run is a no-op: the caller reports it and writes nothing
+        step = latest_checkpoint_step(self.checkpoint_dir)
+        if step is not None and not self.resume:
+            raise StartedRunError(
+                f"{self.output_dir} already holds a started run (checkpoint-{step}). Resume it to continue, or "
+                "choose another output folder; nothing there is overwritten."
+            )
+        if self.resume and step is not None:
+            self._check_resumable(step, loss_owns_state)
+
+    def _check_output_dir(self) -> None:
+        path = os.path.abspath(os.path.expanduser(self.output_dir))
+        existing = path
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            what = "is a file" if existing == path else f"lies under {existing}, which is a file"
+            raise ValueError(f"The output folder {self.output_dir} {what}, not a folder: choose another path.")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"The output folder {self.output_dir} cannot be written: {existing} is on a read-only file system or "
+                "not writable for this user. Choose a writable folder."
+            )
+
+    def _check_yardsticks(self) -> None:
+        """The dev set that selects the model and the test sets of the final report exist and can be read."""
+        from st_simcse.pairs import load_scored_pairs
+
+        for option, path in (("--dev-file", self.dev_file), ("--test-file", self.test_file)):
+            if path is not None:
+                load_scored_pairs(path, option.strip("-").replace("-file", ""), what=option)
+        if self.senteval_dir is not None:
+            if self.dev_file is None:
+                check_senteval_dir(self.senteval_dir, "dev", ["STS-B"])
+            check_senteval_dir(self.senteval_dir, "test")
+        elif self.dev_file is None and not self.sts_tables:
+            raise ValueError(
+                "No dev set for model selection: without --dev-file or --senteval-dir the run selects on the hub's "
+                f"copy of STS-B ({HUB_STSB}), and the hub cannot be reached from this machine. Pass --dev-file "
+                "PAIRS (your own scored pairs) or --senteval-dir DIR."
+            )
+
+    def _check_resumable(self, step: int, loss_owns_state: bool) -> None:
+        checkpoint = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
+        required = ["trainer_state.json", "modules.json"] + ([LOSS_STATE_FILE] if loss_owns_state else [])
+        missing = [name for name in required if not os.path.isfile(os.path.join(checkpoint, name))]
+        if missing:
+            raise ValueError(
+                f"Cannot resume: {checkpoint} is incomplete (no {', '.join(missing)}; the run was probably killed "
+                "while saving it). Delete that folder to resume from the checkpoint before it, if one is left, or "
+                "start afresh in another output folder."
+            )
+        saved = saved_arguments(self.output_dir)
+        changed = {
+            name: (saved.get(name), value)
+            for name, value in self.arguments.items()
+            # An option the run did not record (an older st_simcse) is not a change.
+            if name not in RESUMABLE_CHANGES and name in saved and saved[name] != value
+        }
+        if changed:
+            listed = ", ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items())
+            raise ValueError(
+                f"Cannot resume: this command changes options of the run in {self.output_dir} ({listed}). "
+                "Resume with the options it was started with, or start a new run in another output folder."
+            )
+
+    def last_complete_checkpoint(self) -> str | None:
+        """The newest checkpoint that a resume can continue from (a checkpoint being written is not one)."""
+        steps = sorted(checkpoint_steps(self.checkpoint_dir), reverse=True)
+        for step in steps:
+            folder = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
+            if all(os.path.isfile(os.path.join(folder, name)) for name in ("trainer_state.json", "modules.json")):
+                return folder
+        return None
+
+
+def checkpoint_steps(checkpoint_dir: str) -> list[int]:
+    if not os.path.isdir(checkpoint_dir):
+        return []
+    return [int(m.group(1)) for name in os.listdir(checkpoint_dir) if (m := re.fullmatch(r"checkpoint-(\d+)", name))]
+
+
+def latest_checkpoint_step(checkpoint_dir: str) -> int | None:
+    return max(checkpoint_steps(checkpoint_dir), default=None)
+
+
+def saved_arguments(output_dir: str) -> dict[str, Any]:
+    """The options a run in ``output_dir`` started with (its ``arguments.json``), or {} where there is none."""
+    path = os.path.join(output_dir, ARGUMENTS_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def write_json(path: str, payload: Any) -> None:
+    # Write-then-rename, so an interruption never leaves a half-written file behind.
+    temporary = f"{path}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(temporary, path)

@@ -1,0 +1,199 @@
+"""Model selection and the final report of a run: the dev set (STS-B dev, or the user's scored pairs) evaluated
+during training with the untrained model as the first candidate, the best model kept on disk, and the test
+yardsticks it is judged on at the end (the user's test pairs, the paper's 7 STS tasks where their data is)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+from tqdm.auto import tqdm
+
+from st_simcse.evaluation import AlignmentUniformityEvaluator, STSSuiteEvaluator, load_sts_tasks, sts_evaluator
+from st_simcse.models import encoder_max_length
+from st_simcse.pairs import load_scored_pairs, pairs_evaluator
+from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
+from st_simcse.runs import (
+    ALIGN_UNIFORM_PNG,
+    BEST_MODEL,
+    DEV_CURVE_PNG,
+    HISTORY_FILE,
+    TrainingRun,
+    latest_checkpoint_step,
+    write_json,
+)
+
+# Pairs scored in the top fifth of their range are the positives of the alignment measure (4 of STS-B's 0-5).
+POSITIVE_SHARE_OF_RANGE = 0.8
+
+
+def dev_evaluator(run: TrainingRun) -> STSSuiteEvaluator:
+    """The run's dev set with alignment/uniformity on its pairs: the user's ``dev_file``, or STS-B dev."""
+    if run.dev_file is None:
+        return sts_evaluator(
+            run.senteval_dir, "dev", tasks=["STS-B"], batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
+        )
+    data = load_scored_pairs(run.dev_file, "dev", what="--dev-file")
+    suite = pairs_evaluator(data, batch_size=run.eval_batch_size)
+    low, high = min(data.scores), max(data.scores)
+    alignment = AlignmentUniformityEvaluator(data, threshold=low + POSITIVE_SHARE_OF_RANGE * (high - low))
+    return STSSuiteEvaluator([*suite.evaluators, alignment], name=suite.name)
+
+
+def dev_set_name(run: TrainingRun) -> str:
+    return f"dev ({os.path.basename(run.dev_file)})" if run.dev_file else "STS-B dev"
+
+
+class DevTracker:
+    """The dev evaluation during training: its history (restored and truncated on resume), the best step (the
+    untrained model, step 0, is the first candidate), the best model kept on disk, the training time so far, and the
+    dev plots."""
+
+    def __init__(self, run: TrainingRun, model: SentenceTransformer, main_process: bool) -> None:
+        self.run, self.model, self.main_process = run, model, main_process
+        self.evaluator = dev_evaluator(run)
+        self.metric = self.evaluator.primary_metric
+        self.name = dev_set_name(run)
+        self.alignment = self.evaluator.evaluators[-1]
+        self.history_path = os.path.join(run.output_dir, HISTORY_FILE)
+        self.best_dir = os.path.join(run.output_dir, BEST_MODEL)
+        self.best: dict[str, Any] = {"score": float("-inf"), "step": None}
+        # Training seconds by evaluated step, so that a resumed run's time counts the part before the interruption.
+        self.train_seconds: dict[int, float] = {}
+        self.seconds_before_resume = 0.0
+        self.started = time.perf_counter()  # reset by start_training()
+        self.resumed_from = latest_checkpoint_step(run.checkpoint_dir) if run.resume else None
+        if self.resumed_from is not None:
+            self._restore(self.resumed_from)
+
+    def _restore(self, step: int) -> None:
+        # The loss's own parameters (the MLP head) come back through st_simcse's LossStateCallback.
+        if os.path.isfile(self.history_path):
+            with open(self.history_path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            # Evaluations after the checkpoint belong to the lost part of the run and will be redone.
+            self.evaluator.history = [entry for entry in saved["history"] if entry["steps"] <= step]
+            self.alignment.history = [tuple(p) for p in saved["alignment_uniformity"] if p[0] <= step]
+            if saved.get("best_step") is not None and saved["best_step"] <= step:
+                self.best = {"score": saved["best_score"], "step": saved["best_step"]}
+            self.train_seconds = {int(s): t for s, t in saved.get("train_seconds", {}).items() if int(s) <= step}
+            self.seconds_before_resume = self.train_seconds.get(step, 0.0)
+        print(f"Resuming from {self.run.checkpoint_dir}/checkpoint-{step}")
+
+    def evaluate_untrained(self) -> None:
+        """The untrained model starts the dev curve and the alignment/uniformity trajectory, and is the best model
+        until a checkpoint beats it."""
+        score = self.evaluator(self.model, epoch=0, steps=0)[self.metric]
+        self._record(score, 0, seconds=0.0)
+        print(f"step 0 (untrained): {self.name} Spearman {100 * score:.2f}")
+
+    def start_training(self) -> None:
+        self.started = time.perf_counter()
+
+    def on_evaluation(self, score: float, epoch: int, steps: int) -> None:
+        """model.fit's callback after each evaluation: record it, keep the model if it is the best so far."""
+        if not self.main_process:
+            return
+        # model.fit also evaluates at the end of each epoch, which can repeat the last step's evaluation of the
+        # same weights: drop the repeat.
+        history = self.evaluator.history
+        if len(history) > 1 and history[-1]["steps"] == history[-2]["steps"]:
+            del history[-1], self.alignment.history[-1]
+            return
+        self._record(score, steps, self.seconds_before_resume + time.perf_counter() - self.started)
+        # Above the progress bar, not on its line.
+        tqdm.write(f"step {steps}: {self.name} Spearman {100 * score:.2f} (best {100 * self.best['score']:.2f})")
+
+    def _record(self, score: float, steps: int, seconds: float) -> None:
+        if score > self.best["score"]:
+            self.best.update(score=score, step=steps)
+            self.model.save(self.best_dir)
+        self.train_seconds[steps] = round(seconds, 1)
+        write_json(
+            self.history_path,
+            {
+                "history": self.evaluator.history,
+                "alignment_uniformity": self.alignment.history,
+                "best_score": self.best["score"],
+                "best_step": self.best["step"],
+                "train_seconds": self.train_seconds,
+            },
+        )
+
+    def keep_best_model(self) -> SentenceTransformer:
+        """Move the best model (the untrained one if no checkpoint beat it) to the output folder's root, saved with
+        the length it serves with."""
+        if self.best["step"] is None:
+            raise RuntimeError("No dev evaluation ran, so there is no best model; evaluate more often.")
+        best_model = SentenceTransformer(self.best_dir, device=str(self.model.device))
+        with serving_length(best_model, self.run.serving_max_seq_length):
+            best_model.save(self.run.output_dir)
+        shutil.rmtree(self.best_dir, ignore_errors=True)
+        return best_model
+
+    def summary(self) -> dict[str, Any]:
+        history = self.evaluator.history
+        untrained = history[0][self.metric] if history and history[0]["steps"] == 0 else None
+        trained = [entry for entry in history if entry["steps"] > 0]
+        best_trained = max(trained, key=lambda entry: entry[self.metric], default=None)
+        return {
+            "dev_set": self.name,
+            "best_step": self.best["step"],
+            "best_dev": round(100 * self.best["score"], 2),
+            "untrained_dev": round(100 * untrained, 2) if untrained is not None else None,
+            "best_trained_dev": round(100 * best_trained[self.metric], 2) if best_trained else None,
+            "best_trained_step": best_trained["steps"] if best_trained else None,
+            "dev_history": history,
+            "dev_alignment_uniformity": self.alignment.history,
+            "resumed_from_step": self.resumed_from,
+        }
+
+    def plot(self) -> None:
+        history = self.evaluator.history
+        steps, scores = [entry["steps"] for entry in history], [entry[self.metric] for entry in history]
+        label = f"{self.name} Spearman"
+        plot_dev_curve(steps, scores, os.path.join(self.run.output_dir, DEV_CURVE_PNG), label=label)
+        plot_alignment_uniformity(self.alignment.history, os.path.join(self.run.output_dir, ALIGN_UNIFORM_PNG))
+
+
+@contextmanager
+def serving_length(model: SentenceTransformer, max_seq_length: int | None) -> Iterator[None]:
+    """``model`` set to ``max_seq_length`` (None: the encoder's own limit, whole sentences) inside the block."""
+    previous = model.max_seq_length
+    model.max_seq_length = max_seq_length or encoder_max_length(model) or previous
+    try:
+        yield
+    finally:
+        model.max_seq_length = previous
+
+
+def evaluate_on_test(model: SentenceTransformer, run: TrainingRun) -> dict[str, Any]:
+    """The final report of ``model``: the user's test pairs (``test_file``) and, where their data is, the paper's
+    7-task table with alignment/uniformity on STS-B test. A missing table is None, with the reason."""
+    report: dict[str, Any] = {"test": None, "test_file": None, "test_alignment": None, "test_uniformity": None}
+    if run.test_file is not None:
+        data = load_scored_pairs(run.test_file, "test", what="--test-file")
+        evaluator = pairs_evaluator(data, batch_size=run.eval_batch_size)
+        results = evaluator(model)
+        report["test_file"] = {"file": run.test_file, "pairs": len(data), "spearman": evaluator.table(results)["Avg."]}
+    if not run.sts_tables:
+        report["sts_skipped"] = "no --senteval-dir, and the hub's copies of the STS sets cannot be reached"
+        return report
+    try:
+        load_sts_tasks(run.senteval_dir, "test", ["STS-B"])  # the local hub cache can lack them (HF_HUB_OFFLINE=1)
+    except (OSError, ValueError) as error:
+        report["sts_skipped"] = f"the STS sets could not be loaded ({type(error).__name__})"
+        return report
+    evaluator = sts_evaluator(
+        run.senteval_dir, "test", batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
+    )
+    results = evaluator(model)
+    _, alignment, uniformity = evaluator.evaluators[-1].history[-1]
+    report.update(test=evaluator.table(results), test_alignment=alignment, test_uniformity=uniformity)
+    return report
