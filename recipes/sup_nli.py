@@ -86,15 +86,14 @@ QUICK_MODEL = {"lr": 3e-4}
 SENTENCE_TRANSFORMER_DEFAULTS = {"mlp": False}
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser(__doc__, KNOBS)
+    defaults = {"sentence_transformer_defaults": SENTENCE_TRANSFORMER_DEFAULTS, "quick_model_settings": QUICK_MODEL}
+    return parse_recipe_arguments(parser, KNOBS, QUICK, argv, **defaults)
+
+
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_recipe_arguments(
-        build_parser(__doc__, KNOBS),
-        KNOBS,
-        QUICK,
-        argv,
-        sentence_transformer_defaults=SENTENCE_TRANSFORMER_DEFAULTS,
-        quick_model_settings=QUICK_MODEL,
-    )
+    args = parse_args(argv)
     if args.seeds:
         return run_seeds(train, checked_training_run, args)
     return train(args)

@@ -31,7 +31,7 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from torch import nn
 from transformers import set_seed
 
-from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model
+from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model, load_corpus
 from st_simcse.augmentation import AUGMENTATIONS, make_augmentation
 from st_simcse.cli import (
     build_parser,
@@ -141,18 +141,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def training_data(args: argparse.Namespace) -> DuplicateInputDataset:
     """Every sentence paired with itself (its positive augmented with --augmentation); without augmentation and
-    with --tokenize-once the loss makes the copy after tokenization."""
+    with --tokenize-once the loss makes the copy after tokenization. A corpus smaller than one batch is refused."""
+    corpus = load_corpus(args.train_file, args.text_column, split=args.train_split, streaming=args.streaming)
+    check_corpus_size(None if corpus.streaming else len(corpus.dataset), args)
     augmentation = make_augmentation(args.augmentation, args.augmentation_rate)
     once = args.tokenize_once and args.loss != "mnrl" and augmentation is None
-    return DuplicateInputDataset.from_corpus(
-        args.train_file,
-        text_column=args.text_column,
-        split=args.train_split,
-        streaming=args.streaming,
-        duplicate_in_loss=once,
-        augmentation=augmentation,
-        seed=args.seed,
-    )
+    return DuplicateInputDataset.from_corpus(corpus, duplicate_in_loss=once, augmentation=augmentation, seed=args.seed)
 
 
 def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer, nn.Module]:
@@ -215,7 +209,6 @@ def train(args: argparse.Namespace) -> dict:
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)
-    check_corpus_size(None if dataset.streaming else len(dataset), args)
     log_path = log_to_file(args.output_dir)
     print(dataset.describe())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from st_simcse.corpus import load_corpus
 from st_simcse.data import (
     DuplicateInputDataset,
     PairDataset,
@@ -20,6 +21,7 @@ from st_simcse.evaluation import (
 from st_simcse.loss_state import LossStateCallback
 from st_simcse.losses import CachedSimCSELoss, ESimCSELoss, SimCSELoss
 from st_simcse.models import build_model, load_simcse_model, set_dropout
+from st_simcse.pairs import scored_pairs_evaluator
 from st_simcse.tool import SimCSE
 
 __version__ = "0.1.0"
@@ -38,10 +40,12 @@ __all__ = [
     "SimCSELoss",
     "TripletDataset",
     "build_model",
+    "load_corpus",
     "load_simcse_model",
     "load_sts_tasks",
     "read_sentences",
     "resolve_training_file",
+    "scored_pairs_evaluator",
     "set_dropout",
     "sts_evaluator",
 ]

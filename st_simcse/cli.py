@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from st_simcse.console import run_cli
 from st_simcse.evaluation import print_table
 from st_simcse.models import (
     ATTENTION_IMPLEMENTATIONS,
@@ -405,32 +406,37 @@ def resume_command(output_dir: str) -> str:
     return f"python {recipe} --output-dir {shlex.quote(output_dir)} --resume"
 
 
+def close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def run_main(main: Callable[[list[str]], Any]) -> None:
-    """Run a recipe's ``main``: a user error (a missing file, a bad value, a folder that cannot be written) prints
-    one line and exits with 2; Ctrl-C prints one line with the resume command and exits with 130."""
-    try:
-        main(sys.argv[1:])
-    except (ValueError, OSError) as error:
-        logger.info("The run stopped on an error", exc_info=True)  # the traceback, in run.log only
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except RunInterrupted as stopped:
-        if stopped.checkpoint is None:
-            print(
-                f"\ninterrupted before the first checkpoint of {stopped.output_dir}: nothing to resume; run the same "
-                "command again to start afresh.",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"\ninterrupted; the last checkpoint is {stopped.checkpoint}. Resume with: "
-                f"{resume_command(stopped.output_dir)}",
-                file=sys.stderr,
-            )
-        sys.exit(130)
-    except KeyboardInterrupt:
-        print("\ninterrupted before training started; nothing was trained.", file=sys.stderr)
-        sys.exit(130)
+    """Run a recipe's ``main`` under the console contract (:func:`st_simcse.console.run_cli`: one ``error:`` line and
+    exit code 2 for a user error); Ctrl-C during training prints one line with the resume command, exit code 130."""
+
+    def main_resumable(argv: list[str]) -> Any:
+        try:
+            return main(argv)
+        except RunInterrupted as stopped:
+            close_progress_bars()  # else the training bar is drawn again below the message when the process exits
+            if stopped.checkpoint is None:
+                print(
+                    f"\ninterrupted before the first checkpoint of {stopped.output_dir}: nothing to resume; run the "
+                    "same command again to start afresh.",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"\ninterrupted; the last checkpoint is {stopped.checkpoint}. Resume with: "
+                    f"{resume_command(stopped.output_dir)}",
+                    file=sys.stderr,
+                )
+            sys.exit(130)
+
+    run_cli(main_resumable)
 
 
 def launched_on_several_devices() -> bool:

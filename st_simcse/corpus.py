@@ -114,7 +114,7 @@ def _text_column(dataset: Dataset | IterableDataset, chosen: str | None, source:
     features = dataset.features
     if features is None:  # a hub stream without declared features: its first row tells
         features = Features({name: Value("string") for name in next(iter(dataset))})
-    columns = {name: getattr(feature, "dtype", type(feature).__name__) for name, feature in features.items()}
+    columns = {name: _kind(feature) for name, feature in features.items()}
     strings = [name for name, feature in features.items() if _is_string(feature)]
     if chosen is None:
         if len(strings) == 1:
@@ -131,6 +131,11 @@ def _text_column(dataset: Dataset | IterableDataset, chosen: str | None, source:
             f"{source}: column {chosen!r} holds {columns[chosen]}, not text; its columns are {_listed(columns)}."
         )
     return chosen
+
+
+def _kind(feature: Any) -> str:
+    kind = getattr(feature, "dtype", type(feature).__name__)
+    return "string" if kind == "large_string" else kind
 
 
 def _is_string(feature: Any) -> bool:

@@ -174,7 +174,7 @@ class DuplicateInputDataset(Dataset):
     @classmethod
     def from_corpus(
         cls,
-        source: str | os.PathLike,
+        source: str | os.PathLike | Corpus,
         text_column: str | None = None,
         split: str = "train",
         streaming: bool = False,
@@ -183,8 +183,12 @@ class DuplicateInputDataset(Dataset):
         """The sentences of any corpus :func:`st_simcse.load_corpus` reads: a text file (one sentence per line,
         also compressed), csv / tsv / jsonl / json / parquet (``text_column`` picks the column), a ``save_to_disk``
         folder or a hub dataset (``split``). Blank values are skipped and counted in ``skipped_blank_lines``.
-        ``options`` are the constructor's (``duplicate_in_loss``, ``augmentation``, ``seed``)."""
-        corpus = load_corpus(source, text_column=text_column, split=split, streaming=streaming)
+        ``options`` are the constructor's (``duplicate_in_loss``, ``augmentation``, ``seed``). ``source`` may also be
+        a :class:`st_simcse.corpus.Corpus` that :func:`st_simcse.load_corpus` already read."""
+        if isinstance(source, Corpus):
+            corpus = source
+        else:
+            corpus = load_corpus(source, text_column=text_column, split=split, streaming=streaming)
         dataset = cls(corpus.dataset, **options)
         dataset.skipped_blank_lines, dataset.corpus = corpus.skipped, corpus
         return dataset

@@ -13,7 +13,9 @@ name or path) with a pooler, so the paper's baselines and released models are ev
               for evaluation only.
   --pooling   instead, a sentence-transformers Pooling mode (cls = cls_before_pooler, mean = avg, max, ...).
 
-Without either, a transformers checkpoint gets --pooling cls.
+Without either, a transformers checkpoint gets --pooling cls. Without --senteval-dir the tasks come from the hub's
+public copies. Bad input (a missing model or folder, an output path that cannot be written, the hub out of reach)
+ends with one ``error:`` line and exit code 2, before any model loads.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-from st_simcse.evaluation import print_table, sts_evaluator
+from st_simcse.console import run_cli
+from st_simcse.evaluation import HUB_DATASETS, print_table, sts_evaluator
 from st_simcse.models import POOLING_MODES, REFERENCE_POOLERS, build_model, reference_pooler_model
+from st_simcse.sources import SourceError, check_hub_name, check_model_source, check_writable_folder
 
 
 def is_saved_sentence_transformer(path: str) -> bool:
@@ -47,13 +50,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default=None, help="write the table and all metrics to this JSON file")
     args = parser.parse_args(argv)
 
+    # Everything that can fail without the model, before it loads: the model's source, the data, the output path.
+    check_model_source(args.model, "MODEL")
     chosen = args.pooler or args.pooling
     if chosen and is_saved_sentence_transformer(args.model):
-        parser.error(
+        raise ValueError(
             f"{args.model} is a saved SentenceTransformer, which pools with its own modules; "
             f"--pooler/--pooling {chosen} applies only to plain transformers checkpoints. Drop the option, or pass "
             "the checkpoint of its encoder (the folder's Transformer module) to choose a pooling."
         )
+    if args.senteval_dir is None:
+        try:
+            check_hub_name(HUB_DATASETS["STS-B"], "The STS sets")
+        except SourceError:
+            raise ValueError(
+                "No --senteval-dir was given, and the hub's copies of the STS sets cannot be reached from this "
+                "machine. Pass --senteval-dir DIR, SentEval's data/downstream folder."
+            ) from None
+    if args.output:
+        if os.path.isdir(args.output):
+            raise ValueError(f"--output {args.output} is a folder; pass the path of a JSON file to write.")
+        check_writable_folder(os.path.dirname(os.path.abspath(args.output)), f"--output {args.output}: its folder")
     # Building the evaluator reads and checks every task file, so bad data fails before the model is loaded.
     evaluator = sts_evaluator(args.senteval_dir, args.split, batch_size=args.batch_size, show_progress_bar=True)
     if args.pooler:
@@ -64,9 +81,11 @@ def main(argv: list[str] | None = None) -> dict:
     results = evaluator(model)
     seconds = time.perf_counter() - started
     table = evaluator.table(results)
+    pooling = "model's own" if is_saved_sentence_transformer(args.model) else (args.pooler or args.pooling or "cls")
+    tasks = "the 7 STS test tasks" if args.split == "test" else "STS-B dev and SICK-R trial"
+    print(f"\n{args.model} ({pooling} pooling) on {tasks}, Spearman x 100 of the cosine (SentEval protocol):")
     print_table(table)
     print(f"({seconds:.1f} s)")
-    pooling = "model's own" if is_saved_sentence_transformer(args.model) else (args.pooler or args.pooling or "cls")
     payload = {"model": args.model, "pooling": pooling, "split": args.split, "table": table, "metrics": results}
     if args.output:
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
@@ -76,4 +95,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main)

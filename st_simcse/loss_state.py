@@ -29,6 +29,40 @@ LOSS_STATE_FILE = "loss_state.safetensors"
 
 # Losses that own tensors of their own, in creation order (weak: a loss that is gone is forgotten).
 _owners: list[weakref.ref[nn.Module]] = []
+# Every st_simcse loss: a Trainer whose model none of them holds is left alone by the callback.
+_losses: list[weakref.ref[nn.Module]] = []
+# The first steps at which a learning-rate schedule is looked at for a learning rate above 0.
+SCHEDULE_STEPS_CHECKED = 1000
+
+
+def register_loss(loss: nn.Module) -> None:
+    """Let :class:`LossStateCallback` know that ``loss`` trains its model (for the checks at the start of training)."""
+    _losses[:] = [ref for ref in _losses if ref() is not None]
+    _losses.append(weakref.ref(loss))
+
+
+def _trains_with_simcse_loss(model: Any) -> bool:
+    return any(ref() is not None and unwrap_model(ref().model) is unwrap_model(model) for ref in _losses)
+
+
+def refuse_schedule_that_trains_nothing(args: Any, state: Any, lr_scheduler: Any, train_dataloader: Any) -> None:
+    """Raise a ``ValueError`` before the first step where the learning rate is 0 at every step. model.fit sizes its
+    schedule as ``len(dataset) // batch_size`` steps, which is 0 for a corpus smaller than one batch: the run would
+    end as a success with the model unchanged."""
+    lambdas = getattr(lr_scheduler, "lr_lambdas", None)
+    if not lambdas or state.max_steps <= 0:
+        return
+    steps = range(min(state.max_steps, SCHEDULE_STEPS_CHECKED))
+    if any(schedule(step) > 0 for schedule in lambdas for step in steps):
+        return
+    dataset = getattr(train_dataloader, "dataset", None)
+    examples = len(dataset) if hasattr(dataset, "__len__") else "?"
+    raise ValueError(
+        f"The learning rate is 0 at every one of the {state.max_steps} training step(s), so training would leave "
+        f"the model as it is. model.fit sizes its schedule as len(dataset) // batch_size steps: {examples} "
+        f"example(s) in batches of {args.train_batch_size} make 0. Use a batch size of at most {examples}, or more "
+        "data."
+    )
 
 
 def register_loss_state(loss: nn.Module) -> None:
@@ -112,7 +146,9 @@ def load_loss_state(losses: list[nn.Module], folder: str) -> None:
 
 
 class LossStateCallback(TrainerCallback):
-    """Saves the tensors that st_simcse losses own into each Trainer checkpoint and restores them on resume.
+    """Saves the tensors that st_simcse losses own into each Trainer checkpoint and restores them on resume; and, in a
+    Trainer that trains an st_simcse loss, refuses a learning-rate schedule that is 0 at every step (model.fit's for a
+    corpus smaller than one batch, see :func:`refuse_schedule_that_trains_nothing`).
 
     It finds the losses itself: every st_simcse loss with tensors of its own registers at construction, and the
     callback takes those that hold the Trainer's model and whose parameters the optimizer updates. Importing
@@ -122,6 +158,9 @@ class LossStateCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         if state.global_step == 0:
+            if _trains_with_simcse_loss(model):
+                schedule, loader = kwargs.get("lr_scheduler"), kwargs.get("train_dataloader")
+                refuse_schedule_that_trains_nothing(args, state, schedule, loader)
             return  # a fresh run: nothing to restore
         losses = _trained_owners(model, optimizer)
         if losses:

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from st_simcse.loss_state import (
     install_default_callback,
+    register_loss,
     register_loss_state,
     trained_own_parameters,
     unwrap_model,
@@ -311,6 +312,7 @@ class SimCSELoss(nn.Module):
                 "with mlm_weight > 0. Set one of them."
             )
         self.model = model
+        register_loss(self)
         self.temperature = float(temperature)
         self.hard_negative_weight = float(hard_negative_weight)
         self.gather_across_devices = gather_across_devices

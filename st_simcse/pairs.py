@@ -58,3 +58,12 @@ def pairs_evaluator(data: STSData, batch_size: int = 64) -> STSSuiteEvaluator:
     """One :class:`st_simcse.STSTaskEvaluator` (an ``EmbeddingSimilarityEvaluator``: cosine Spearman, whole
     sentences) over ``data``, as a suite whose main score is ``{data.name}_avg``."""
     return STSSuiteEvaluator([STSTaskEvaluator(data, batch_size=batch_size)], name=data.name)
+
+
+def scored_pairs_evaluator(
+    source: str | os.PathLike, name: str = "dev", split: str = "train", batch_size: int = 64
+) -> STSSuiteEvaluator:
+    """An evaluator of any model on the scored pairs of ``source`` (see :func:`load_scored_pairs`), for
+    ``model.fit(evaluator=...)``, the Trainer, or a plain call: ``scored_pairs_evaluator("dev.csv")(model)`` gives
+    ``{"dev_spearman_cosine": ..., "dev_avg": ...}``."""
+    return pairs_evaluator(load_scored_pairs(source, name, split, what="Pairs"), batch_size)

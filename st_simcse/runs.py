@@ -14,7 +14,7 @@ import torch
 
 from st_simcse.evaluation import check_senteval_dir
 from st_simcse.loss_state import LOSS_STATE_FILE
-from st_simcse.sources import SourceError, check_hub_name
+from st_simcse.sources import SourceError, check_hub_name, check_writable_folder
 
 CHECKPOINTS = "checkpoints"
 BEST_MODEL = "best_model"
@@ -139,7 +139,7 @@ class TrainingRun:
             raise ValueError(f"amp must be one of {AMP_MODES}, got {self.amp!r}.")
         if self.training_path not in TRAINING_PATHS:
             raise ValueError(f"training_path must be one of {TRAINING_PATHS}, got {self.training_path!r}.")
-        self._check_output_dir()
+        check_writable_folder(self.output_dir)
         self._check_yardsticks()
         if self.finished:
             if not self.resume:
@@ -156,20 +156,6 @@ class TrainingRun:
             )
         if self.resume and step is not None:
             self._check_resumable(step, loss_owns_state)
-
-    def _check_output_dir(self) -> None:
-        path = os.path.abspath(os.path.expanduser(self.output_dir))
-        existing = path
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            what = "is a file" if existing == path else f"lies under {existing}, which is a file"
-            raise ValueError(f"The output folder {self.output_dir} {what}, not a folder: choose another path.")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(
-                f"The output folder {self.output_dir} cannot be written: {existing} is on a read-only file system or "
-                "not writable for this user. Choose a writable folder."
-            )
 
     def _check_yardsticks(self) -> None:
         """The dev set that selects the model and the test sets of the final report exist and can be read."""

@@ -8,8 +8,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
@@ -132,8 +130,8 @@ class DevTracker:
         if self.best["step"] is None:
             raise RuntimeError("No dev evaluation ran, so there is no best model; evaluate more often.")
         best_model = SentenceTransformer(self.best_dir, device=str(self.model.device))
-        with serving_length(best_model, self.run.serving_max_seq_length):
-            best_model.save(self.run.output_dir)
+        best_model.max_seq_length = self.run.serving_max_seq_length or encoder_max_length(best_model)
+        best_model.save(self.run.output_dir)
         shutil.rmtree(self.best_dir, ignore_errors=True)
         return best_model
 
@@ -160,17 +158,6 @@ class DevTracker:
         label = f"{self.name} Spearman"
         plot_dev_curve(steps, scores, os.path.join(self.run.output_dir, DEV_CURVE_PNG), label=label)
         plot_alignment_uniformity(self.alignment.history, os.path.join(self.run.output_dir, ALIGN_UNIFORM_PNG))
-
-
-@contextmanager
-def serving_length(model: SentenceTransformer, max_seq_length: int | None) -> Iterator[None]:
-    """``model`` set to ``max_seq_length`` (None: the encoder's own limit, whole sentences) inside the block."""
-    previous = model.max_seq_length
-    model.max_seq_length = max_seq_length or encoder_max_length(model) or previous
-    try:
-        yield
-    finally:
-        model.max_seq_length = previous
 
 
 def evaluate_on_test(model: SentenceTransformer, run: TrainingRun) -> dict[str, Any]:

@@ -102,6 +102,23 @@ def check_model_source(name: str, what: str = "--model") -> None:
     check_hub_name(name, what)
 
 
+def check_writable_folder(path: str, what: str = "The output folder") -> None:
+    """Raise a ``ValueError`` before anything is written where ``path`` cannot become a folder of files: it is a
+    file, lies under one, or its nearest existing folder is read-only (or not writable for this user)."""
+    target = os.path.abspath(os.path.expanduser(path))
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "is a file" if existing == target else f"lies under {existing}, which is a file"
+        raise ValueError(f"{what} {path} {where}, not a folder: choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{what} {path} cannot be written: {existing} is on a read-only file system or not writable for this "
+            "user. Choose a writable folder."
+        )
+
+
 def read_dataset(source: str, split: str = "train", streaming: bool = False, what: str = "Training file") -> Dataset:
     """The rows of ``source``: a data file (by its suffix, after any compression suffix: plain text, one row
     ``text`` per line, for unknown suffixes), a ``save_to_disk`` folder, or a hub dataset (``split``). ``what`` names

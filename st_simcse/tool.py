@@ -19,6 +19,9 @@ from st_simcse.models import default_pooler, load_simcse_model
 
 logger = logging.getLogger(__name__)
 
+# FAISS's k-means warns below 39 training points per centroid.
+MIN_POINTS_PER_CELL = 39
+
 
 def _as_list(sentences: str | list[str], what: str) -> tuple[list[str], bool]:
     single = isinstance(sentences, str)
@@ -127,8 +130,9 @@ class SimCSE:
         batch_size: int = 64,
     ) -> None:
         """Embed a corpus (a list of sentences, or the path of a file with one sentence per line) for
-        :meth:`search`. ``use_faiss=None`` uses FAISS where it is installed; ``faiss_fast`` builds an IVF index
-        with ``num_cells`` cells instead of an exact one."""
+        :meth:`search`. ``use_faiss=None`` uses FAISS where it is installed; ``faiss_fast`` builds an approximate
+        IVF index with up to ``num_cells`` cells (at most one per 39 sentences) instead of an exact one; its scores
+        are cosine similarities like exact search's."""
         if isinstance(sentences_or_file_path, str):
             path = sentences_or_file_path
             if not os.path.isfile(path):
@@ -150,14 +154,26 @@ class SimCSE:
             self.is_faiss_index = False
             return
         vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        if faiss_fast:
-            index = faiss.IndexIVFFlat(index, vectors.shape[1], min(self.num_cells, len(sentences)))
-            index.train(vectors)
-            index.nprobe = min(self.num_cells_in_search, len(sentences))
-        index.add(vectors)
-        self.index["index"] = index
+        self.index["index"] = self._faiss_index(faiss, vectors, faiss_fast)
         self.is_faiss_index = True
+
+    def _faiss_index(self, faiss: Any, vectors: ndarray, fast: bool) -> Any:
+        """An exact inner-product index, or with ``fast`` an IVF index whose cells and search also use the inner
+        product (on unit vectors: the cosine), so that search returns cosine scores, best first, as exact search
+        does. (The paper's tool builds its IVF index with FAISS's default L2 metric, and so returns squared
+        distances, smallest first, as if they were scores.) FAISS's k-means wants at least 39 points per cell: a
+        corpus gets at most ``len // 39`` cells, and one too small for two cells an exact index."""
+        dimension = vectors.shape[1]
+        cells = min(self.num_cells, len(vectors) // MIN_POINTS_PER_CELL)
+        if not fast or cells < 2:
+            index = faiss.IndexFlatIP(dimension)
+        else:
+            quantizer = faiss.IndexFlatIP(dimension)
+            index = faiss.IndexIVFFlat(quantizer, dimension, cells, faiss.METRIC_INNER_PRODUCT)
+            index.train(vectors)
+            index.nprobe = min(self.num_cells_in_search, cells)
+        index.add(vectors)
+        return index
 
     def search(
         self, queries: str | list[str], device: str | None = None, threshold: float = 0.6, top_k: int = 5

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from transformers import ProgressCallback, TrainerCallback, set_seed
 
+from st_simcse.models import model_pooling
 from st_simcse.runs import ARGUMENTS_FILE, METRICS_FILE, RunInterrupted, TrainingRun, write_json
 from st_simcse.selection import DevTracker, evaluate_on_test
 
@@ -176,6 +177,10 @@ def train_and_evaluate(
         "arguments": run.arguments,
         "run": asdict(run),
         "training_path": path,
+        # What the saved model really is: its modules and pooling (a sentence-transformers start model keeps its own).
+        "model_modules": [type(module).__name__ for module in best_model],
+        "pooling": model_pooling(best_model),
+        "max_seq_length": best_model.max_seq_length,
         **tracker.summary(),
         **report,
         "train_seconds": round(train_seconds, 1),

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+# datasets' cache (the Arrow copies of the corpora tests read) in a folder of this session, not the user's cache.
+os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="st-simcse-datasets-"))
 
 import pytest
 import torch
@@ -89,3 +93,49 @@ def sentences(count: int, seed: int = 0) -> list[str]:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def fails_before_loading(
+    monkeypatch, capsys, recipe, arguments: list[str], message: str, output_dir, seconds: float | None = None
+) -> str:
+    """Run the recipe in this process with a model builder that records every call: a user error must end the
+    run with one ``error:`` line (no traceback) and exit code 2, before any model is built and before anything is
+    written, within ``seconds`` where given. Returns the error line."""
+    import sys
+    import time
+
+    from st_simcse.cli import run_main
+
+    built = []
+    monkeypatch.setattr(recipe, "build_model", lambda *args, **kwargs: built.append(args))
+    monkeypatch.setattr(sys, "argv", [recipe.__file__, *arguments, "--output-dir", str(output_dir)])
+    existed = output_dir.exists()
+    before = sorted(output_dir.rglob("*")) if existed else None
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as exited:
+        run_main(recipe.main)
+    elapsed = time.perf_counter() - started
+    assert exited.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr and message in stderr, stderr
+    assert built == [], "the model was built"
+    if existed:
+        assert sorted(output_dir.rglob("*")) == before, "the failed run changed its output folder"
+    else:
+        assert not output_dir.exists(), "the failed run wrote its output folder"
+    if seconds is not None:
+        assert elapsed < seconds, f"the error took {elapsed:.1f} s"
+    return stderr
+
+
+@pytest.fixture
+def hub_unreachable(monkeypatch):
+    """The Hugging Face hub out of reach, as on an offline machine: its endpoint is a local port nothing listens on."""
+    from st_simcse.sources import hub_reachable
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub_reachable.cache_clear()
+    yield
+    hub_reachable.cache_clear()

@@ -82,8 +82,45 @@ def test_search_with_faiss_returns_the_exact_results(tool, corpus):
     assert [[s for s, _ in hits] for hits in with_faiss] == [[s for s, _ in hits] for hits in exact]
     for hits_faiss, hits_exact in zip(with_faiss, exact):
         np.testing.assert_allclose([s for _, s in hits_faiss], [s for _, s in hits_exact], atol=1e-5)
-    tool.build_index(corpus, use_faiss=True, faiss_fast=True)  # IVF with num_cells cells: runs, best hit is itself
-    assert all(hits[0][0] == query for query, hits in zip(queries, tool.search(queries, threshold=0.0)))
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed (pip install 'st-simcse[faiss]')")
+def test_ivf_search_returns_cosine_scores_best_first(tool, train_40k, capfd):
+    """At 5,000 sentences the IVF index really clusters (100 cells, 10 probed): its scores are the cosine, best
+    first, the default threshold keeps the best matches, and FAISS has enough points per cell not to warn."""
+    import faiss
+
+    corpus = read_sentences(train_40k)[0][:5000]
+    queries = corpus[100:120]
+    tool.build_index(corpus, use_faiss=False)
+    exact = tool.search(queries, top_k=5)
+    capfd.readouterr()
+    tool.build_index(corpus, use_faiss=True, faiss_fast=True)
+    assert "please provide at least" not in capfd.readouterr().err
+    index = tool.index["index"]
+    assert isinstance(index, faiss.IndexIVFFlat) and index.nlist == 100 and index.nprobe == 10
+    assert index.metric_type == faiss.METRIC_INNER_PRODUCT
+    fast = tool.search(queries, top_k=5)  # default threshold 0.6
+    for query, hits in zip(queries, fast):
+        scores = [score for _, score in hits]
+        assert scores == sorted(scores, reverse=True) and all(score >= 0.6 for score in scores)
+        assert hits[0][0] == query and hits[0][1] == pytest.approx(1.0, abs=1e-5)
+        for sentence, score in hits:
+            assert score == pytest.approx(tool.similarity(query, sentence), abs=1e-5)
+    overlap = [len({s for s, _ in a} & {s for s, _ in b}) / len(b) for a, b in zip(fast, exact)]
+    assert sum(overlap) / len(overlap) >= 0.8  # approximate search: most of the exact top 5
+    assert all(tool.search(queries, top_k=2))  # never empty: the query itself scores 1.0
+
+
+@pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed (pip install 'st-simcse[faiss]')")
+def test_ivf_cells_fit_the_corpus(tool, corpus, capfd):
+    import faiss
+
+    capfd.readouterr()
+    tool.build_index(corpus, use_faiss=True, faiss_fast=True)  # 300 sentences: 7 cells of at least 39
+    assert tool.index["index"].nlist == 300 // 39 and "please provide" not in capfd.readouterr().err
+    tool.build_index(corpus[:50], use_faiss=True, faiss_fast=True)  # too few for two cells: exact
+    assert isinstance(tool.index["index"], faiss.IndexFlatIP)
 
 
 def test_build_index_from_file(tool, tmp_path, corpus):

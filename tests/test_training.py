@@ -120,3 +120,56 @@ def test_bf16_autocast_wrapper_runs_the_encoder_in_bf16(tiny_model):
     assert value.dtype == torch.float32  # the similarities stay in float32
     value.backward()
     assert loss.mlp.dense.weight.grad is not None and loss.mlp.dense.weight.grad.dtype == torch.float32
+
+
+def _trained_both_ways(tiny_bert_dir: str, tmp_path, dataset, **run_options) -> list[dict[str, torch.Tensor]]:
+    from st_simcse.runs import TrainingRun
+    from st_simcse.training import fit, fit_with_trainer
+
+    states = []
+    for index, path in enumerate((fit, fit_with_trainer)):
+        torch.manual_seed(0)
+        model = build_model(tiny_bert_dir, max_seq_length=32)
+        loss = SimCSELoss(model, mlp_head=True)
+        settings = {"epochs": 2, "max_steps": None, "scheduler": "WarmupLinear", "warmup_steps": 0, **run_options}
+        run = TrainingRun(
+            output_dir=str(tmp_path / str(index)), senteval_dir=None, batch_size=16, learning_rate=1e-3,
+            weight_decay=0.0, max_grad_norm=1.0, amp="none", eval_steps=5, eval_batch_size=32, seed=3, resume=False,
+            **settings,
+        )  # fmt: skip
+        path(model, loss, dataset, run, None)
+        states.append({**model.state_dict(), **{f"head.{k}": v for k, v in loss.mlp.state_dict().items()}})
+    return states
+
+
+@pytest.mark.parametrize("columns", ["single", "pairs"])
+def test_trainer_path_trains_exactly_as_model_fit(tiny_bert_dir, tmp_path, columns):
+    """The Trainer path (the Trainer model.fit runs underneath, reading the corpus's Arrow table instead of
+    model.fit's in-memory copy) gives bit-identical weights: the same batches, schedule, optimizer and seeds, over
+    two epochs with a last partial batch."""
+    from conftest import sentences
+
+    dataset = DuplicateInputDataset(sentences(100), duplicate_in_loss=columns == "single")
+    by_fit, by_trainer = _trained_both_ways(tiny_bert_dir, tmp_path, dataset)
+    assert by_fit.keys() == by_trainer.keys()
+    for name in by_fit:
+        assert torch.equal(by_fit[name], by_trainer[name]), name
+    untrained = build_model(tiny_bert_dir, max_seq_length=32).state_dict()
+    assert any(not torch.equal(untrained[name], by_fit[name]) for name in untrained)
+
+
+def test_model_fit_on_a_corpus_smaller_than_one_batch_is_refused(tiny_bert_dir, tmp_path, monkeypatch):
+    """model.fit sizes its schedule as len(dataset) // batch_size = 0 steps: a learning rate of 0 throughout, and a
+    "successful" run that leaves the model as it was. With an st_simcse loss the run is refused before its first
+    step; a Trainer without one is left alone (st_simcse's callback only acts where its losses train)."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    monkeypatch.chdir(tmp_path)  # model.fit writes its default checkpoint folder into the working directory
+    model = build_model(tiny_bert_dir, max_seq_length=32)
+    three = DuplicateInputDataset(["a man plays", "a dog runs", "two cats sit"])
+    with pytest.raises(ValueError, match=r"0 at every one of the 1 training step.*3 example\(s\) in batches of 64"):
+        model.fit([(DataLoader(three, batch_size=64, shuffle=True), SimCSELoss(model))], epochs=1)
+    other = build_model(tiny_bert_dir, max_seq_length=32)
+    before = {name: tensor.clone() for name, tensor in other.state_dict().items()}
+    other.fit([(DataLoader(three, batch_size=64), MultipleNegativesRankingLoss(other))], epochs=1)
+    assert all(torch.equal(before[name], tensor) for name, tensor in other.state_dict().items())  # ST's own result

@@ -1,0 +1,89 @@
+"""Any start model: tiny random encoders of the common architectures (from configs, no download) train a few
+SimCSELoss steps through the merged forward, save, and reload with plain SentenceTransformer(path) to encode
+identically; decoder-only models (Qwen2, Llama) with mean or last-token pooling do the same."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from conftest import WORDS, sentences
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel, BertTokenizerFast
+
+from st_simcse import SimCSELoss, build_model
+from st_simcse.losses import dropout_probabilities
+
+SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+DECODER = {**SMALL, "num_key_value_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0}
+# RoBERTa-style position ids start after the padding index, so they need two more positions.
+CONFIGS = {
+    "bert": ("BertConfig", {**SMALL, "max_position_embeddings": 64}),
+    "roberta": ("RobertaConfig", {**SMALL, "max_position_embeddings": 66, "pad_token_id": 0}),
+    "distilbert": (
+        "DistilBertConfig",
+        {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 64, "max_position_embeddings": 64, "pad_token_id": 0},
+    ),
+    "xlm-roberta": ("XLMRobertaConfig", {**SMALL, "max_position_embeddings": 66, "pad_token_id": 0}),
+    "mpnet": ("MPNetConfig", {**SMALL, "max_position_embeddings": 66, "pad_token_id": 0}),
+    "deberta-v2": ("DebertaV2Config", {**SMALL, "max_position_embeddings": 64, "pad_token_id": 0}),
+    "electra": ("ElectraConfig", {**SMALL, "embedding_size": 32, "max_position_embeddings": 64}),
+    "modernbert": (
+        "ModernBertConfig",
+        {
+            **SMALL,
+            "max_position_embeddings": 64,
+            "pad_token_id": 0,
+            "cls_token_id": 2,
+            "sep_token_id": 3,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+            "global_attn_every_n_layers": 1,
+        },
+    ),
+    "qwen2-mean": ("Qwen2Config", DECODER),
+    "llama-lasttoken": ("LlamaConfig", DECODER),
+}
+
+
+@pytest.fixture(scope="module")
+def vocab_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
+    path.write_text("\n".join(vocab + list("abcdefghijklmnopqrstuvwxyz.,")) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_architecture_trains_saves_and_reloads(tmp_path, vocab_file, name):
+    config_class, options = CONFIGS[name]
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), model_max_length=64)
+    config = getattr(transformers, config_class)(vocab_size=tokenizer.vocab_size, **options)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(tmp_path / "start")
+    tokenizer.save_pretrained(tmp_path / "start")
+    pooling = name.split("-")[1] if name.startswith(("qwen2", "llama")) else "cls"
+    model = build_model(str(tmp_path / "start"), pooling=pooling, max_seq_length=16, dropout=0.1)
+    assert dropout_probabilities(model) and all(p == 0.1 for p in dropout_probabilities(model))
+    loss = SimCSELoss(model)
+    optimizer = torch.optim.AdamW(list(model.parameters()), lr=1e-3)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    model.train()
+    texts = sentences(32)
+    losses = []
+    for batch in (texts[:16], texts[16:]):
+        value = loss([model.preprocess(batch)])  # one column: the merged forward embeds it twice
+        value.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(value.item())
+    # Two dropout masks make two views: a collapsed loss would be log(1) = 0 for identical views only.
+    assert all(0 < value < 10 for value in losses)
+    assert any(not torch.equal(before[key], value) for key, value in model.state_dict().items())
+    model.save(str(tmp_path / "saved"))
+    reloaded = SentenceTransformer(str(tmp_path / "saved"))
+    assert all(type(module).__module__.startswith("sentence_transformers.") for module in reloaded)
+    probe = ["a man plays a guitar", "two dogs run on the beach in the sun"]
+    torch.testing.assert_close(
+        reloaded.encode(probe, convert_to_tensor=True), model.encode(probe, convert_to_tensor=True), atol=1e-5, rtol=0
+    )

@@ -1,0 +1,81 @@
+"""The user's own yardstick: scored pairs from any format and score range, judged as sentence-transformers'
+EmbeddingSimilarityEvaluator judges them."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from datasets import Dataset
+from scipy.stats import spearmanr
+from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+from st_simcse import scored_pairs_evaluator
+from st_simcse.pairs import load_scored_pairs
+
+PAIRS = [
+    ("a man plays a guitar", "a man plays the guitar", 4.8),
+    ("a dog runs", "a dog is running in the park", 3.9),
+    ("two children eat food", "a woman sits on the beach", 0.2),
+    ("the red car drives", "a blue car drives on the street", 2.5),
+    ("a cat sits", "the water is dark", 0.0),
+    ("people walk on the street", "two people are walking", 3.1),
+]
+
+
+def write(path, pairs, scale=1.0):
+    rows = [{"sentence1": a, "sentence2": b, "score": score * scale} for a, b, score in pairs]
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["sentence1", "sentence2", "score"], dialect="excel")
+            if path.suffix == ".tsv":
+                writer = csv.DictWriter(handle, fieldnames=["sentence1", "sentence2", "score"], delimiter="\t")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+@pytest.mark.parametrize("name", ["dev.csv", "dev.tsv", "dev.jsonl"])
+def test_formats_and_any_score_range_give_the_same_spearman(tmp_path, tiny_model, name):
+    path, rescaled = tmp_path / name, tmp_path / f"x10-{name}"
+    write(path, PAIRS)
+    write(rescaled, PAIRS, scale=10.0)  # 0-50 instead of 0-5: Spearman depends on the order only
+    results = scored_pairs_evaluator(path)(tiny_model)
+    assert results["dev_avg"] == pytest.approx(scored_pairs_evaluator(rescaled)(tiny_model)["dev_avg"])
+    # The same number as sentence-transformers' own evaluator, and as scipy on the cosines.
+    a, b, scores = zip(*PAIRS)
+    plain = EmbeddingSimilarityEvaluator(list(a), list(b), list(scores), main_similarity="cosine")(tiny_model)
+    assert results["dev_spearman_cosine"] == pytest.approx(plain["spearman_cosine"], abs=1e-6)
+    embeddings = tiny_model.encode([*a, *b], normalize_embeddings=True)
+    cosines = (embeddings[: len(a)] * embeddings[len(a) :]).sum(1)
+    assert results["dev_avg"] == pytest.approx(spearmanr(cosines, scores).statistic, abs=1e-6)
+
+
+def test_saved_dataset_folder(tmp_path):
+    a, b, scores = zip(*PAIRS)
+    Dataset.from_dict({"sentence1": a, "sentence2": b, "score": scores}).save_to_disk(tmp_path / "pairs")
+    data = load_scored_pairs(tmp_path / "pairs", "dev")
+    assert data.sentences1 == list(a) and data.scores == list(scores)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("s1,s2,score\na,b,1\n", r"no column\(s\) \['sentence1', 'sentence2'\]; its columns are \['s1', 's2'"),
+        ("sentence1,sentence2,score\na,b,high\nc,d,1\n", "row 1: score 'high' is not a number"),
+        ("sentence1,sentence2,score\na,,1\nc,d,2\n", "row 1: sentence2 is None; every pair needs two sentences"),
+        ("sentence1,sentence2,score\na,b,1\nc,d,1\n", "2 pair.s. with 1 distinct score.s.; a Spearman correlation"),
+    ],
+)
+def test_bad_pairs_files(tmp_path, content, message):
+    path = tmp_path / "dev.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_scored_pairs(path, "dev")
+
+
+def test_missing_pairs_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--dev-file file not found: .*nope.csv"):
+        load_scored_pairs(tmp_path / "nope.csv", "dev")
