@@ -18,8 +18,7 @@ from st_simcse.evaluation import (
     load_sts_tasks,
     sts_evaluator,
 )
-from st_simcse.loss_state import LossStateCallback
-from st_simcse.losses import CachedSimCSELoss, ESimCSELoss, SimCSELoss
+from st_simcse.losses import CachedSimCSELoss, ESimCSELoss, LossStateCallback, SimCSELoss
 from st_simcse.models import build_model, load_simcse_model, set_dropout
 from st_simcse.pairs import scored_pairs_evaluator
 from st_simcse.tool import SimCSE

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from st_simcse.evaluation import check_senteval_dir
-from st_simcse.loss_state import LOSS_STATE_FILE
+from st_simcse.losses.state import LOSS_STATE_FILE
 from st_simcse.sources import SourceError, check_hub_name, check_writable_folder
 
 CHECKPOINTS = "checkpoints"

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import sentences
 
 from st_simcse import ESimCSELoss, SimCSELoss, build_model, set_dropout
-from st_simcse.loss_state import _trained_owners, load_loss_state, loss_owned_state, save_loss_state
+from st_simcse.losses.state import _trained_owners, load_loss_state, loss_owned_state, save_loss_state
 
 BATCH = 4
 
@@ -129,8 +129,9 @@ def test_bad_esimcse_arguments(tiny_model):
         ESimCSELoss(tiny_model, queue_size=-1)
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
-    with pytest.raises(ValueError, match="momentum queue"):
-        MatryoshkaLoss(tiny_model, ESimCSELoss(tiny_model), matryoshka_dims=[32, 16])
+    wrapped = MatryoshkaLoss(tiny_model, ESimCSELoss(tiny_model), matryoshka_dims=[32, 16])
+    with pytest.raises(ValueError, match="momentum queue"):  # at the first step, before any gradient
+        wrapped([tiny_model.preprocess(["a man plays", "a dog runs"])], None)
 
 
 def test_esimcse_trains_with_model_fit(tmp_path, monkeypatch, tiny_bert_dir):

@@ -13,7 +13,7 @@ from sentence_transformers import SentenceTransformerTrainer, SentenceTransforme
 from torch.utils.data import DataLoader
 
 from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model
-from st_simcse.loss_state import LOSS_STATE_FILE, loss_owned_state
+from st_simcse.losses.state import LOSS_STATE_FILE, loss_owned_state
 from st_simcse.training import SeedCallback, fit_callbacks
 
 STEPS, CHECKPOINT_STEP, BATCH = 20, 10, 16

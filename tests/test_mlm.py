@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 from transformers import BertForMaskedLM
 
 from st_simcse import DuplicateInputDataset, SimCSELoss, build_model
-from st_simcse.loss_state import load_loss_state, loss_owned_state, save_loss_state
-from st_simcse.mlm import mask_tokens
+from st_simcse.losses.mlm import mask_tokens
+from st_simcse.losses.state import load_loss_state, loss_owned_state, save_loss_state
 
 SENTENCES = [
     "a man is playing a guitar on the street",
@@ -106,8 +106,9 @@ def test_bad_mlm_arguments(tiny_model, kwargs, message):
 def test_mlm_refused_inside_matryoshka(tiny_model):
     from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
 
+    wrapped = MatryoshkaLoss(tiny_model, SimCSELoss(tiny_model, mlm_weight=0.1), matryoshka_dims=[32, 16])
     with pytest.raises(ValueError, match="mlm_weight > 0 cannot be wrapped in MatryoshkaLoss"):
-        MatryoshkaLoss(tiny_model, SimCSELoss(tiny_model, mlm_weight=0.1), matryoshka_dims=[32, 16])
+        wrapped([tiny_model.preprocess(["a man plays", "a dog runs"])], None)
 
 
 def test_mlm_refuses_unpadded_inputs(tiny_model):

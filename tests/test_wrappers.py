@@ -1,5 +1,6 @@
 """SimCSELoss and CachedSimCSELoss inside sentence-transformers' loss modifiers (MatryoshkaLoss, AdaptiveLayerLoss):
-every combination either trains on the testbed with its loss falling, or is refused when the wrapper is built."""
+every combination either trains on the testbed with its loss falling, or is refused when the wrapper first hands the
+loss its inputs, before any gradient."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ LOSSES = {
     "SimCSELoss": lambda model, head: SimCSELoss(model, mlp_head=head),
     "CachedSimCSELoss": lambda model, head: CachedSimCSELoss(model, mlp_head=head, mini_batch_size=16),
 }
-# (wrapper, loss, head) -> the start of the error raised when the wrapper is built, or None if it trains.
+# (wrapper, loss, head) -> the start of the error raised at the first step, or None if it trains.
 REFUSED = {
     ("matryoshka", "SimCSELoss", True): "SimCSELoss(mlp_head=True) cannot be wrapped in MatryoshkaLoss",
     ("matryoshka", "CachedSimCSELoss", True): "CachedSimCSELoss(mlp_head=True) cannot be wrapped in MatryoshkaLoss",
@@ -56,12 +57,13 @@ def test_wrapper_combination(wrapper_name, loss_name, head, splade_tiny, corpus)
     model = build_model(splade_tiny, pooling="cls", max_seq_length=32)
     loss = LOSSES[loss_name](model, head)
     refused = REFUSED.get((wrapper_name, loss_name, head))
+    wrapper = WRAPPERS[wrapper_name](model, loss)
     if refused:
         with pytest.raises(ValueError, match=refused.replace("(", r"\(").replace(")", r"\)")):
-            WRAPPERS[wrapper_name](model, loss)
+            wrapper(_features(model, train[:32]), None).backward()
+        assert all(parameter.grad is None for parameter in wrapper.parameters()), "a gradient before the refusal"
         return
 
-    wrapper = WRAPPERS[wrapper_name](model, loss)
     head_before = loss.mlp.dense.weight.detach().clone() if head else None
     before = _held_out(wrapper, model, held_out)
     optimizer = torch.optim.AdamW(wrapper.parameters(), lr=3e-4)

@@ -6,8 +6,12 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch.nn.functional as F
+from sentence_transformers.base.losses.merged_forward import merge_feature_batches
 from torch import Tensor, nn
 from transformers import AutoModelForMaskedLM
+
+from st_simcse.losses.heads import at_least_float32
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +98,41 @@ def _head_name(masked_lm: nn.Module) -> str:
             "the MLM objective supports BERT- and RoBERTa-style masked LMs."
         )
     return names[0]
+
+
+def embed_with_masked_copy(
+    model: nn.Module, head: nn.Module, columns: list[dict[str, Tensor]], mask_arguments: tuple, probability: float
+) -> tuple[list[Tensor], Tensor]:
+    """Every column and a masked copy of the anchors (``columns[0]``, masked by :func:`mask_tokens` with
+    ``mask_arguments``: special ids, mask id, vocabulary size) in one merged forward pass; returns the columns'
+    sentence embeddings and the masked-LM cross-entropy of ``head`` on the copy."""
+    anchors = columns[0]
+    if "attention_mask" not in anchors:
+        raise ValueError(
+            "SimCSELoss(mlm_weight > 0) masks padded batches, but these inputs come unpadded (flattened for "
+            "flash attention's variable-length kernels). Load the model with attn_implementation 'sdpa', or "
+            "set model[0].unpad_inputs = False."
+        )
+    masked_ids, labels = mask_tokens(
+        anchors["input_ids"], anchors["attention_mask"], *mask_arguments, probability=probability
+    )
+    features = [*columns, {**anchors, "input_ids": masked_ids}]
+    merged = merge_feature_batches(features)
+    if merged is None:
+        outputs = [model(column) for column in features]
+        embeddings = [output["sentence_embedding"] for output in outputs[:-1]]
+        tokens = outputs[-1]["token_embeddings"]
+    else:
+        output = model(merged)
+        batch_size = masked_ids.size(0)
+        embeddings = list(output["sentence_embedding"][:-batch_size].reshape(len(columns), batch_size, -1).unbind(0))
+        tokens = output["token_embeddings"][-batch_size:]
+    # The merged batch may be wider than the anchors (right-padded): their tokens come first.
+    tokens = tokens[:, : labels.size(1)]
+    predicted = labels != IGNORE_INDEX
+    # Only the chosen positions go through the vocabulary projection: the same loss as scoring every token and
+    # ignoring the rest, for about a seventh of the cost.
+    logits = head(tokens[predicted])
+    if logits.size(0) == 0:
+        return embeddings, tokens.sum() * 0.0  # nothing was chosen in this batch
+    return embeddings, F.cross_entropy(at_least_float32(logits), labels[predicted])
