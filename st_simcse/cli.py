@@ -149,6 +149,8 @@ def knob(name: str, paper: Any, help: str | None = None, **details: Any) -> Knob
 
 def build_parser(description: str, knobs: Sequence[Knob]) -> argparse.ArgumentParser:
     """The recipe's parser: every knob, then the run controls (--output-dir is a knob; --resume, --quick)."""
+    # Not transformers' HfArgumentParser: it fills every default at parse time, so it cannot tell an option the user
+    # gave from the paper's value, which --quick, the presets, a sentence-transformers start model and --resume need.
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for knob in knobs:
         shown = "unset" if knob.paper is None else knob.paper

@@ -74,27 +74,46 @@ def _tokens(text: str) -> str:
     return " ".join(text.split())
 
 
-def _load_sts_year(folder: str, task: str) -> STSData:
+def _load_sts_subset(folder: str, task: str, subset: str) -> STSData:
     sentences1, sentences2, scores = [], [], []
-    for subset in STS_YEAR_SUBSETS[task]:
-        input_path = os.path.join(folder, f"STS.input.{subset}.txt")
-        gold_path = os.path.join(folder, f"STS.gs.{subset}.txt")
-        pairs, gold = _read_lines(input_path), _read_lines(gold_path)
-        if len(pairs) != len(gold):
-            raise ValueError(
-                f"{gold_path} has {len(gold)} lines but {input_path} has {len(pairs)}: every input pair needs "
-                "one gold line (empty for an unscored pair)."
-            )
-        for line_number, (pair, score) in enumerate(zip(pairs, gold), start=1):
-            if not score.strip():
-                continue  # unscored pair, skipped as SentEval does
-            fields = pair.split("\t")
-            if len(fields) < 2:
-                raise ValueError(f"{input_path}, line {line_number}: expected two tab-separated sentences.")
-            sentences1.append(_tokens(fields[0]))
-            sentences2.append(_tokens(fields[1]))
-            scores.append(_parse_score(score, gold_path, line_number))
-    return STSData(task, sentences1, sentences2, scores)
+    input_path = os.path.join(folder, f"STS.input.{subset}.txt")
+    gold_path = os.path.join(folder, f"STS.gs.{subset}.txt")
+    pairs, gold = _read_lines(input_path), _read_lines(gold_path)
+    if len(pairs) != len(gold):
+        raise ValueError(
+            f"{gold_path} has {len(gold)} lines but {input_path} has {len(pairs)}: every input pair needs "
+            "one gold line (empty for an unscored pair)."
+        )
+    for line_number, (pair, score) in enumerate(zip(pairs, gold), start=1):
+        if not score.strip():
+            continue  # unscored pair, skipped as SentEval does
+        fields = pair.split("\t")
+        if len(fields) < 2:
+            raise ValueError(f"{input_path}, line {line_number}: expected two tab-separated sentences.")
+        sentences1.append(_tokens(fields[0]))
+        sentences2.append(_tokens(fields[1]))
+        scores.append(_parse_score(score, gold_path, line_number))
+    return STSData(f"{task} {subset}", sentences1, sentences2, scores)
+
+
+def _load_sts_year(folder: str, task: str) -> STSData:
+    subsets = [_load_sts_subset(folder, task, subset) for subset in STS_YEAR_SUBSETS[task]]
+    return STSData(
+        task,
+        [s for data in subsets for s in data.sentences1],
+        [s for data in subsets for s in data.sentences2],
+        [s for data in subsets for s in data.scores],
+    )
+
+
+def load_sts_subsets(senteval_dir: str) -> list[STSData]:
+    """The 24 sub-datasets of STS12-16 one by one (``"STS12 MSRvid"``, ...), each scored on its own: for reading a
+    model by domain (MSRvid and images are captions of videos and pictures; the paper's "all" setting pools them)."""
+    return [
+        _load_sts_subset(os.path.join(senteval_dir, "STS", f"{task}-en-test"), task, subset)
+        for task, subsets in STS_YEAR_SUBSETS.items()
+        for subset in subsets
+    ]
 
 
 def _load_table(path: str, task: str, first: int, second: int, score: int, skip_header: bool) -> STSData:

@@ -16,6 +16,8 @@ from typing import Any
 
 from st_simcse.runs import ARGUMENTS_FILE, RunInterrupted, write_json
 
+# No library runs this for us: transformers' hyperparameter_search samples settings (Optuna, Ray), it does not repeat
+# one run over seeds with mean +- std and the best dev seed kept.
 SEEDS_FILE = "seeds.json"
 # What a pruned seed keeps: everything a person reads, nothing that is a model.
 KEPT_AFTER_PRUNING = (

@@ -53,6 +53,9 @@ class DevTracker:
     untrained model, step 0, is the first candidate), the best model kept on disk, the training time so far, and the
     dev plots."""
 
+    # Not model.fit's save_best_model nor the Trainer's load_best_model_at_end: neither takes the untrained model as
+    # a candidate, and model.fit's forgets its best score on resume (it would save a worse model over the best).
+
     def __init__(self, run: TrainingRun, model: SentenceTransformer, main_process: bool) -> None:
         self.run, self.model, self.main_process = run, model, main_process
         self.evaluator = dev_evaluator(run)

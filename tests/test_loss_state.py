@@ -106,6 +106,54 @@ def test_trainer_resume_without_saved_head_is_refused(tmp_path, tiny_bert_dir):
     assert torch.equal(head_before, loss.mlp.dense.weight)
 
 
+@pytest.mark.slow
+def test_trainer_resume_from_a_checkpoint_outside_output_dir(tmp_path, tiny_bert_dir):
+    """A new Trainer writing elsewhere resumes an old run's checkpoint: the loss state is found beside it."""
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    _train_with_trainer(model, loss, tmp_path / "straight")
+    uninterrupted = _weights(model, loss)
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
+    _train_with_trainer(model, loss, tmp_path / "first")
+    checkpoint = tmp_path / "first" / f"checkpoint-{CHECKPOINT_STEP}"
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=1)
+    _train_with_trainer(model, loss, tmp_path / "second", resume=str(checkpoint))
+    _assert_equal_weights(_weights(model, loss), uninterrupted)
+
+    # A checkpoint moved away from where it was written, and not in the new output_dir: the error names both.
+    moved = tmp_path / "moved" / checkpoint.name
+    moved.parent.mkdir()
+    shutil.move(checkpoint, moved)
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=1)
+    with pytest.raises(FileNotFoundError, match=rf"no checkpoint-10 folder exists in {tmp_path / 'first'}/checkpoint"):
+        _train_with_trainer(model, loss, tmp_path / "third", resume=str(moved))
+
+
+def test_a_trainer_without_st_simcse_losses_is_unaffected(tmp_path, tiny_bert_dir):
+    """Importing st_simcse adds its callback to every Trainer; one that trains no st_simcse loss gets the same
+    weights and the same checkpoint files as without the callback."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import trainer as hf_trainer
+
+    from st_simcse import LossStateCallback
+
+    def train(folder):
+        torch.manual_seed(0)
+        model = build_model(tiny_bert_dir, pooling="cls", max_seq_length=32)
+        _train_with_trainer(model, MultipleNegativesRankingLoss(model), folder)
+        return {k: v.clone() for k, v in model.state_dict().items()}, sorted(p.name for p in folder.rglob("*"))
+
+    assert LossStateCallback in hf_trainer.DEFAULT_CALLBACKS
+    with_callback, with_files = train(tmp_path / "with")
+    hf_trainer.DEFAULT_CALLBACKS.remove(LossStateCallback)
+    try:
+        without_callback, without_files = train(tmp_path / "without")
+    finally:
+        hf_trainer.DEFAULT_CALLBACKS.append(LossStateCallback)
+    assert LOSS_STATE_FILE not in with_files and with_files == without_files
+    for name in with_callback:
+        assert torch.equal(with_callback[name], without_callback[name]), name
+
+
 def _fit(model, loss, checkpoint_dir, resume=False, seed=None, duplicate_in_loss=False):
     dataset = DuplicateInputDataset(TRAIN, duplicate_in_loss=duplicate_in_loss)
     loader = DataLoader(dataset, batch_size=BATCH, shuffle=False)

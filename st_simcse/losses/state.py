@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def load_loss_state(losses: list[nn.Module], folder: str) -> None:
             tensor.data.copy_(state[name])
 
 
-class LossStateCallback(TrainerCallback):
+class LossStateCallback(TrainerCallback, ExportableState):
     """Saves the tensors that st_simcse losses own into each Trainer checkpoint and restores them on resume; and, in a
     Trainer that trains an st_simcse loss, refuses a learning-rate schedule that is 0 at every step (model.fit's for a
     corpus smaller than one batch, see :func:`refuse_schedule_that_trains_nothing`).
@@ -154,9 +155,20 @@ class LossStateCallback(TrainerCallback):
     callback takes those that hold the Trainer's model and whose parameters the optimizer updates. Importing
     ``st_simcse`` adds this callback to transformers' default callbacks; passing it explicitly
     (``callbacks=[LossStateCallback()]``) is harmless.
+
+    The Trainer tells a callback the step it resumes at, not the checkpoint folder it resumes from. So the callback
+    records, in each checkpoint's ``trainer_state.json`` (as an ``ExportableState``), the folder it writes the loss
+    state into; a resume from a checkpoint outside the new run's ``output_dir`` finds the loss state beside it.
     """
 
+    def __init__(self) -> None:
+        self.output_dir: str | None = None
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"output_dir": self.output_dir}}
+
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.output_dir = os.path.abspath(args.output_dir)
         if state.global_step == 0:
             if _trains_with_simcse_loss(model):
                 schedule, loader = kwargs.get("lr_scheduler"), kwargs.get("train_dataloader")
@@ -164,7 +176,7 @@ class LossStateCallback(TrainerCallback):
             return  # a fresh run: nothing to restore
         losses = _trained_owners(model, optimizer)
         if losses:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            folder = resumed_checkpoint(args, state)
             load_loss_state(losses, folder)
             logger.info(f"Restored the loss-owned parameters of {len(losses)} loss(es) from {folder}")
 
@@ -176,9 +188,30 @@ class LossStateCallback(TrainerCallback):
             save_loss_state(losses, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
 
 
+def resumed_checkpoint(args: Any, state: Any) -> str:
+    """The folder of the checkpoint a run resumes from: where its own trainer_state.json says its loss state was
+    written, else ``output_dir/checkpoint-STEP``. Raises ``FileNotFoundError`` naming both where neither exists."""
+    name = f"checkpoint-{state.global_step}"
+    recorded = (state.stateful_callbacks or {}).get(LossStateCallback.__name__) or {}
+    recorded = recorded[-1] if isinstance(recorded, list) else recorded
+    written_in = recorded.get("attributes", {}).get("output_dir")
+    candidates = [os.path.join(folder, name) for folder in (written_in, os.path.abspath(args.output_dir)) if folder]
+    for folder in candidates:
+        if os.path.isdir(folder):
+            return folder
+    raise FileNotFoundError(
+        f"Cannot resume at step {state.global_step}: the loss's own parameters (e.g. SimCSE's MLP head) are saved "
+        f"beside the checkpoint, and no {name} folder exists in {' or in '.join(dict.fromkeys(candidates))}. If the "
+        f"checkpoint was moved, put it back, or copy it into output_dir ({args.output_dir}) as {name}."
+    )
+
+
 def install_default_callback() -> None:
     """Add :class:`LossStateCallback` to transformers' default callbacks (once), so that every Trainer, including
-    the one ``model.fit`` builds, checkpoints loss-owned parameters without a user step."""
+    the one ``model.fit`` builds, checkpoints loss-owned parameters without a user step. This is a process-wide
+    change, made by ``import st_simcse``; it is the one way that needs no user step (model.fit takes no
+    callbacks). In a Trainer that trains no st_simcse loss the callback does nothing: it saves no file, loads
+    nothing and checks nothing (tested)."""
     from transformers import trainer as hf_trainer
 
     defaults = getattr(hf_trainer, "DEFAULT_CALLBACKS", None)

@@ -1,0 +1,151 @@
+"""Does SimCSE on a domain's own text help? Every run goes through the recipe (``recipes/unsup_wiki.py``), the same
+number of steps per arm, several seeds; the model after those steps (its last checkpoint) is judged on the STS
+subsets one by one (SentEval protocol), split into the caption domain (STS12 MSRvid, STS14 images, STS15 images:
+captions of videos and pictures) and the other 21 STS12-16 subsets:
+
+    python benchmarks/domain_adaptation.py [--seeds 42 43 44] [--steps 625] [--arms ...] [--output-dir ...]
+
+Arms:
+- ``tiny-40k`` / ``tiny-captions``: splade-tiny (the testbed, the paper's set-up) on ``train_40k.txt`` or on the
+  in-domain ``captions.txt``;
+- ``minilm``: sentence-transformers' all-MiniLM-L6-v2 as it is (no training);
+- ``minilm-captions``: all-MiniLM-L6-v2 continued with SimCSE on ``captions.txt`` (the paper's lr 3e-5, its own
+  mean pooling + Normalize, the training-only MLP head); ``minilm-captions-lr1e-5`` and ``minilm-captions-no-mlp``
+  change one setting each.
+
+Prints each arm's per-seed and mean +- std numbers (caption subsets, the other 21, the 7-task average) and what
+the recipe's own model selection on STS-B dev kept; writes ``table.txt``, ``summary.json`` and ``domain.png`` to
+``--output-dir``. Finished runs are reused (the recipe's ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+import testbed  # noqa: E402
+import unsup_wiki  # noqa: E402
+from sentence_transformers import SentenceTransformer  # noqa: E402
+
+from st_simcse.evaluation import STSSuiteEvaluator, STSTaskEvaluator, load_sts_subsets, sts_evaluator  # noqa: E402
+
+CAPTIONS = str(Path(testbed.SHARED) / "data" / "unsup" / "captions.txt")
+MINILM = str(Path(testbed.SHARED) / "models" / "all-MiniLM-L6-v2")
+CAPTION_SUBSETS = ("STS12 MSRvid", "STS14 images", "STS15 images")
+MINILM_CAPTIONS = ["--model", MINILM, "--train-file", CAPTIONS, "--senteval-dir", testbed.SENTEVAL]
+# arm -> (label, the recipe's options; None: the start model, not trained)
+ARMS = {
+    "tiny-40k": ("splade-tiny + SimCSE on train_40k", ["--quick"]),
+    "tiny-captions": ("splade-tiny + SimCSE on captions", ["--quick", "--train-file", CAPTIONS]),
+    "minilm": ("all-MiniLM-L6-v2, as it is", None),
+    "minilm-captions": ("all-MiniLM-L6-v2 + SimCSE on captions", MINILM_CAPTIONS),
+    "minilm-captions-lr1e-5": ("... with --lr 1e-5", [*MINILM_CAPTIONS, "--lr", "1e-5"]),
+    "minilm-captions-no-mlp": ("... with --no-mlp", [*MINILM_CAPTIONS, "--no-mlp"]),
+}
+COLUMNS = ("captions", "other 21", "7-task avg.")
+
+
+def judge(model: SentenceTransformer) -> dict[str, float]:
+    """Spearman x 100 on each STS12-16 subset, the caption-domain and other means, and the 7-task average."""
+    subsets = load_sts_subsets(testbed.SENTEVAL)
+    suite = STSSuiteEvaluator([STSTaskEvaluator(data, batch_size=128) for data in subsets], name="subsets")
+    per_subset = suite.table(suite(model))
+    per_subset.pop("Avg.")
+    seven = sts_evaluator(testbed.SENTEVAL, "test", batch_size=128)
+    return {
+        "captions": round(float(np.mean([per_subset[name] for name in CAPTION_SUBSETS])), 2),
+        "other 21": round(float(np.mean([v for name, v in per_subset.items() if name not in CAPTION_SUBSETS])), 2),
+        "7-task avg.": seven.table(seven(model))["Avg."],
+        "subsets": per_subset,
+    }
+
+
+def run_arm(arm: str, seeds: list[int], steps: int, output_dir: Path) -> dict:
+    label, options = ARMS[arm]
+    if options is None:
+        return {"label": label, "runs": {"-": {**judge(SentenceTransformer(MINILM)), "kept": "-"}}}
+    runs = {}
+    for seed in seeds:
+        out = output_dir / arm / f"seed-{seed}"
+        schedule = ["--max-steps", str(steps), "--eval-steps", str(steps), "--seed", str(seed)]
+        metrics = unsup_wiki.main([*options, *schedule, "--resume", "--output-dir", str(out)])
+        judged_file = out / "domain.json"
+        if not judged_file.exists():  # the model after `steps` steps, whatever the recipe's selection kept
+            trained = SentenceTransformer(str(out / "checkpoints" / f"checkpoint-{steps}"))
+            judged_file.write_text(json.dumps(judge(trained), indent=2))
+        kept = "untrained" if metrics["best_step"] == 0 else f"step {metrics['best_step']}"
+        runs[str(seed)] = {**json.loads(judged_file.read_text()), "kept": kept}
+    return {"label": label, "runs": runs}
+
+
+def summarise(result: dict) -> dict:
+    runs = list(result["runs"].values())
+    for statistic, function in (("mean", statistics.mean), ("std", statistics.stdev)):
+        if len(runs) > 1 or statistic == "mean":
+            result[statistic] = {column: round(function([run[column] for run in runs]), 2) for column in COLUMNS}
+    return result
+
+
+def table(results: dict[str, dict], steps: int) -> list[str]:
+    lines = [f"{'arm':<44} {'seed':>5} " + " ".join(f"{c:>12}" for c in COLUMNS) + "  recipe kept (STS-B dev)"]
+    lines.append("-" * len(lines[0]))
+    for result in results.values():
+        for seed, run in result["runs"].items():
+            cells = " ".join(f"{run[c]:>12.2f}" for c in COLUMNS)
+            lines.append(f"{result['label']:<44} {seed:>5} {cells}  {run['kept']}")
+        if "std" in result:
+            cells = " ".join(f"{result['mean'][c]:>6.2f} ± {result['std'][c]:<4.2f}" for c in COLUMNS)
+            lines.append(f"{result['label'] + ', mean ± std':<50} {cells}")
+    lines.append(f"(trained arms: {steps} steps each; Spearman x 100, SentEval protocol, whole sentences)")
+    return lines
+
+
+def plot(results: dict[str, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(COLUMNS)
+    for index, column in enumerate(COLUMNS):
+        means = [result["mean"][column] for result in results.values()]
+        errors = [result.get("std", {}).get(column, 0.0) for result in results.values()]
+        positions = [arm + (index - 1) * width for arm in range(len(results))]
+        axes.bar(positions, means, width, yerr=errors, label=column, capsize=3)
+    axes.set_xticks(range(len(results)), [result["label"] for result in results.values()], rotation=20, ha="right")
+    axes.set_ylabel("Spearman x 100")
+    axes.set_ylim(40, 100)
+    axes.legend()
+    axes.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument("--steps", type=int, default=625, help="training steps of every trained arm")
+    parser.add_argument("--output-dir", default="output/domain_adaptation")
+    args = parser.parse_args(argv)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results = {arm: summarise(run_arm(arm, args.seeds, args.steps, output_dir)) for arm in args.arms}
+    lines = table(results, args.steps)
+    print("\n" + "\n".join(lines))
+    (output_dir / "table.txt").write_text("\n".join(lines) + "\n")
+    (output_dir / "summary.json").write_text(json.dumps(results, indent=2))
+    plot(results, output_dir / "domain.png")
+    print(f"\nWrote {output_dir / 'table.txt'}, summary.json and domain.png")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
