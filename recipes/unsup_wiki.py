@@ -39,12 +39,10 @@ from st_simcse.cli import (
     checked_training_run,
     knob,
     launched_on_several_devices,
-    log_to_file,
     parse_recipe_arguments,
-    report_finished,
-    report_results,
     run_main,
 )
+from st_simcse.reports import log_to_file, report_finished, report_results
 from st_simcse.runs import TrainingRun
 from st_simcse.seeds import run_seeds
 from st_simcse.training import train_and_evaluate

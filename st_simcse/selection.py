@@ -132,7 +132,9 @@ class DevTracker:
         the length it serves with."""
         if self.best["step"] is None:
             raise RuntimeError("No dev evaluation ran, so there is no best model; evaluate more often.")
-        best_model = SentenceTransformer(self.best_dir, device=str(self.model.device))
+        # A run interrupted during its final report already moved the best model to the root: take it from there.
+        source = self.best_dir if os.path.isdir(self.best_dir) else self.run.output_dir
+        best_model = SentenceTransformer(source, device=str(self.model.device))
         best_model.max_seq_length = self.run.serving_max_seq_length or encoder_max_length(best_model)
         best_model.save(self.run.output_dir)
         shutil.rmtree(self.best_dir, ignore_errors=True)

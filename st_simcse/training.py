@@ -161,12 +161,24 @@ def train_and_evaluate(
         write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
         tracker.evaluate_untrained()
     path = run.training_path_for(None if getattr(dataset, "streaming", False) else len(dataset))
-    timer = FirstStepTimer()
-    tracker.start_training()
     try:
-        (fit if path == "fit" else fit_with_trainer)(model, loss, dataset, run, tracker, timer)
+        return _train_and_report(model, loss, dataset, run, tracker, path, main_process)
     except KeyboardInterrupt:
         raise RunInterrupted(run.output_dir, run.last_complete_checkpoint()) from None
+
+
+def _train_and_report(
+    model: SentenceTransformer,
+    loss: nn.Module,
+    dataset: Dataset,
+    run: TrainingRun,
+    tracker: DevTracker,
+    path: str,
+    main_process: bool,
+) -> dict[str, Any]:
+    timer = FirstStepTimer()
+    tracker.start_training()
+    (fit if path == "fit" else fit_with_trainer)(model, loss, dataset, run, tracker, timer)
     train_seconds = tracker.seconds_before_resume + time.perf_counter() - tracker.started
     if not main_process:
         return {}

@@ -87,3 +87,29 @@ def test_architecture_trains_saves_and_reloads(tmp_path, vocab_file, name):
     torch.testing.assert_close(
         reloaded.encode(probe, convert_to_tensor=True), model.encode(probe, convert_to_tensor=True), atol=1e-5, rtol=0
     )
+
+
+def test_sentence_transformer_start_model_is_kept_as_it_is(tmp_path):
+    """A sentence-transformers model keeps its modules; a pooling that would not apply is refused; an MLP asked for
+    is added for real, before the final Normalize, and saved as a built-in module."""
+    from conftest import SHARED
+
+    from st_simcse.models import describe_start_model, model_pooling
+
+    minilm = SHARED / "models" / "all-MiniLM-L6-v2"
+    if not minilm.exists():
+        pytest.skip(f"needs {minilm}")
+    start = describe_start_model(str(minilm))
+    assert (start.sentence_transformer, start.pooling, start.max_seq_length) == (True, "mean", 256)
+    assert start.modules == ["Transformer", "Pooling", "Normalize"]
+    model = build_model(str(minilm), max_seq_length=32)
+    assert [type(m).__name__ for m in model] == start.modules and model_pooling(model) == "mean"
+    assert build_model(str(minilm), pooling="mean") is not None  # its own mode: fine
+    with pytest.raises(ValueError, match="pools with 'mean', so pooling='cls' would not apply"):
+        build_model(str(minilm), pooling="cls")
+    with_mlp = build_model(str(minilm), mlp_in_model=True)
+    assert [type(m).__name__ for m in with_mlp] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    with_mlp.save(str(tmp_path / "saved"))
+    reloaded = SentenceTransformer(str(tmp_path / "saved"))
+    assert [type(m).__name__ for m in reloaded] == ["Transformer", "Pooling", "Dense", "Normalize"]
+    assert not describe_start_model(str(SHARED / "models" / "splade-tiny")).sentence_transformer
