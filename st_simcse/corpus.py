@@ -68,8 +68,8 @@ def load_corpus(
     if source in SIMCSE_HUB_FILES and not os.path.exists(source):
         source = resolve_training_file(source)
     kind = "blank line" if is_plain_text(source) else "empty value"
-    dataset = read_dataset(source, split, streaming)
     with progress_bars(not os.path.isfile(source) or os.path.getsize(source) > PROGRESS_BYTES):
+        dataset = read_dataset(source, split, streaming)
         return corpus_from_dataset(dataset, text_column, source, kind)
 
 
@@ -111,11 +111,14 @@ def resolve_training_file(name_or_path: str | os.PathLike) -> str:
 
 
 def _text_column(dataset: Dataset | IterableDataset, chosen: str | None, source: str) -> str:
-    features = dataset.features
-    if features is None:  # a hub stream without declared features: its first row tells
-        features = Features({name: Value("string") for name in next(iter(dataset))})
-    columns = {name: _kind(feature) for name, feature in features.items()}
-    strings = [name for name, feature in features.items() if _is_string(feature)]
+    if dataset.features is not None:
+        columns = {name: _kind(feature) for name, feature in dataset.features.items()}
+    else:  # a stream of csv or json rows declares no features: its first row tells
+        first = next(iter(dataset), None)
+        if first is None:
+            raise ValueError(f"{source} holds no rows: it needs at least one non-empty text.")
+        columns = {name: "string" if isinstance(value, str) else type(value).__name__ for name, value in first.items()}
+    strings = [name for name, kind in columns.items() if kind == "string"]
     if chosen is None:
         if len(strings) == 1:
             return strings[0]
@@ -135,11 +138,7 @@ def _text_column(dataset: Dataset | IterableDataset, chosen: str | None, source:
 
 def _kind(feature: Any) -> str:
     kind = getattr(feature, "dtype", type(feature).__name__)
-    return "string" if kind == "large_string" else kind
-
-
-def _is_string(feature: Any) -> bool:
-    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+    return "string" if kind == "large_string" and isinstance(feature, Value) else kind
 
 
 def _listed(columns: dict[str, str]) -> str:
@@ -186,9 +185,7 @@ def _clean_stream(dataset: IterableDataset, column: str) -> IterableDataset:
         texts = [text.strip() for text in batch[column] if isinstance(text, str)]
         return {TEXT_COLUMN: [text for text in texts if text]}
 
-    return dataset.map(
-        clean,
-        batched=True,
-        remove_columns=list(dataset.column_names or [column]),
-        features=Features({TEXT_COLUMN: Value("string")}),
+    # Only the sentences: the other columns would reach the collator as further inputs.
+    return dataset.select_columns([column]).map(
+        clean, batched=True, remove_columns=[column], features=Features({TEXT_COLUMN: Value("string")})
     )

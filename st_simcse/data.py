@@ -105,6 +105,8 @@ class DuplicateInputDataset(Dataset):
                 f"DuplicateInputDataset needs a dataset with a {TEXT_COLUMN!r} column, got {sentences.column_names}: "
                 "read it with st_simcse.load_corpus, or use DuplicateInputDataset.from_hf_dataset(dataset, column)."
             )
+        else:  # only the sentences: other columns would reach the Trainer's collator as further inputs
+            sentences = sentences.select_columns([TEXT_COLUMN])
         if isinstance(sentences, HFDataset) and len(sentences) < 2:
             raise ValueError(
                 f"DuplicateInputDataset got {len(sentences)} sentence(s): contrastive training needs at least 2, "

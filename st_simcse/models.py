@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ class StartModel:
     max_seq_length: int | None = None
 
 
+@functools.lru_cache(maxsize=8)
 def describe_start_model(model_name_or_path: str) -> StartModel:
     """A local folder or a hub name (fetched from the hub: call it where the hub is reachable or cached)."""
     from sentence_transformers.util import load_file_path
@@ -95,8 +97,6 @@ def build_model(
     paper's training batches are all ``max_seq_length`` wide, so they run one static graph, which CUDA graphs can
     replay. The STS evaluation runs the encoder eagerly (:func:`eager_forward`).
     """
-    if pooling is not None and pooling not in POOLING_MODES:
-        raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLING_MODES}.")
     if attention not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"Unknown attention {attention!r}; choose one of {ATTENTION_IMPLEMENTATIONS}.")
     if compile_mode not in COMPILE_MODES:
@@ -118,6 +118,8 @@ def build_model(
             at = len(model) - 1 if type(model[-1]).__name__ == "Normalize" else len(model)
             model.insert(at, _mlp(model.get_embedding_dimension(), model[0]))
     else:
+        if pooling is not None and pooling not in POOLING_MODES:
+            raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLING_MODES}.")
         with expected_load_report_quiet():
             transformer = Transformer(model_name_or_path, max_seq_length=max_seq_length, model_kwargs=model_kwargs)
         dimension = transformer.get_embedding_dimension()

@@ -19,7 +19,7 @@ def load_scored_pairs(source: str | os.PathLike, name: str, split: str = "train"
     ``ValueError`` (or ``FileNotFoundError``) that names the source, the row and the fix for a missing column, an
     empty sentence, a score that is not a number, or fewer than two distinct scores."""
     source = os.fspath(source)
-    dataset = read_dataset(source, split, what=f"{what} file")
+    dataset = read_dataset(source, split, what=what)
     columns = dataset.column_names
     missing = [column for column in PAIR_COLUMNS if column not in columns]
     if missing:
@@ -66,4 +66,4 @@ def scored_pairs_evaluator(
     """An evaluator of any model on the scored pairs of ``source`` (see :func:`load_scored_pairs`), for
     ``model.fit(evaluator=...)``, the Trainer, or a plain call: ``scored_pairs_evaluator("dev.csv")(model)`` gives
     ``{"dev_spearman_cosine": ..., "dev_avg": ...}``."""
-    return pairs_evaluator(load_scored_pairs(source, name, split, what="Pairs"), batch_size)
+    return pairs_evaluator(load_scored_pairs(source, name, split, what="Pairs file"), batch_size)

@@ -24,7 +24,7 @@ ARGUMENTS_FILE = "arguments.json"
 DEV_CURVE_PNG = "dev_curve.png"
 ALIGN_UNIFORM_PNG = "align_uniform.png"
 # Options that may differ between a run and its resumption: they do not change what is trained.
-RESUMABLE_CHANGES = ("resume", "eval_batch_size")
+RESUMABLE_CHANGES = ("resume", "eval_batch_size", "output_dir")
 # model.fit's names for the learning-rate schedules.
 SCHEDULERS = ("WarmupLinear", "WarmupConstant", "ConstantLR", "WarmupCosine", "WarmupCosineWithHardRestarts")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
@@ -77,6 +77,7 @@ class TrainingRun:
     training_path: str = "auto"
     streaming: bool = False
     serving_max_seq_length: int | None = None
+    loss_owns_state: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -121,6 +122,7 @@ class TrainingRun:
         """Everything that can fail without a model, so it fails before any time is spent loading or training and
         before anything is written. ``loss_owns_state``: the loss has parameters of its own (the MLP head), which
         a resumed checkpoint must carry."""
+        self.loss_owns_state = loss_owns_state
         if self.batch_size < 2:
             raise ValueError(
                 f"batch_size must be at least 2 (the other examples are the negatives), got {self.batch_size}."
@@ -131,6 +133,11 @@ class TrainingRun:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}.")
         if self.streaming and self.max_steps is None:
             raise ValueError("A streamed corpus has no length, so its run needs --max-steps N (the steps to train).")
+        if self.streaming and self.training_path == "fit":
+            raise ValueError(
+                "--streaming trains with the Trainer (model.fit would read the whole stream into memory): drop "
+                "--training-path fit, or drop --streaming."
+            )
         if not (self.learning_rate > 0):
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
         if self.scheduler not in SCHEDULERS:
@@ -155,7 +162,7 @@ class TrainingRun:
                 "choose another output folder; nothing there is overwritten."
             )
         if self.resume and step is not None:
-            self._check_resumable(step, loss_owns_state)
+            self._check_resumable(step)
 
     def _check_yardsticks(self) -> None:
         """The dev set that selects the model and the test sets of the final report exist and can be read."""
@@ -175,10 +182,9 @@ class TrainingRun:
                 "PAIRS (your own scored pairs) or --senteval-dir DIR."
             )
 
-    def _check_resumable(self, step: int, loss_owns_state: bool) -> None:
+    def _check_resumable(self, step: int) -> None:
         checkpoint = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
-        required = ["trainer_state.json", "modules.json"] + ([LOSS_STATE_FILE] if loss_owns_state else [])
-        missing = [name for name in required if not os.path.isfile(os.path.join(checkpoint, name))]
+        missing = [name for name in self._checkpoint_files() if not os.path.isfile(os.path.join(checkpoint, name))]
         if missing:
             raise ValueError(
                 f"Cannot resume: {checkpoint} is incomplete (no {', '.join(missing)}; the run was probably killed "
@@ -204,9 +210,13 @@ class TrainingRun:
         steps = sorted(checkpoint_steps(self.checkpoint_dir), reverse=True)
         for step in steps:
             folder = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
-            if all(os.path.isfile(os.path.join(folder, name)) for name in ("trainer_state.json", "modules.json")):
+            if all(os.path.isfile(os.path.join(folder, name)) for name in self._checkpoint_files()):
                 return folder
         return None
+
+    def _checkpoint_files(self) -> list[str]:
+        """What a checkpoint holds once it is complete (the loss state too, where the loss owns parameters)."""
+        return ["trainer_state.json", "modules.json"] + ([LOSS_STATE_FILE] if self.loss_owns_state else [])
 
 
 def checkpoint_steps(checkpoint_dir: str) -> list[int]:

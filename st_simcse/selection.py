@@ -13,7 +13,7 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
-from st_simcse.evaluation import AlignmentUniformityEvaluator, STSSuiteEvaluator, load_sts_tasks, sts_evaluator
+from st_simcse.evaluation import AlignmentUniformityEvaluator, STSSuiteEvaluator, sts_evaluator
 from st_simcse.models import encoder_max_length
 from st_simcse.pairs import load_scored_pairs, pairs_evaluator
 from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
@@ -81,11 +81,30 @@ class DevTracker:
             # Evaluations after the checkpoint belong to the lost part of the run and will be redone.
             self.evaluator.history = [entry for entry in saved["history"] if entry["steps"] <= step]
             self.alignment.history = [tuple(p) for p in saved["alignment_uniformity"] if p[0] <= step]
-            if saved.get("best_step") is not None and saved["best_step"] <= step:
-                self.best = {"score": saved["best_score"], "step": saved["best_step"]}
+            held = saved.get("best_step")  # the step whose model best_dir holds
+            if held is not None and held <= step:
+                self.best = {"score": saved["best_score"], "step": held}
+            else:
+                self._best_from_checkpoint(step)
             self.train_seconds = {int(s): t for s, t in saved.get("train_seconds", {}).items() if int(s) <= step}
             self.seconds_before_resume = self.train_seconds.get(step, 0.0)
         print(f"Resuming from {self.run.checkpoint_dir}/checkpoint-{step}")
+
+    def _best_from_checkpoint(self, step: int) -> None:
+        """best_dir holds a model of the part of the run the interruption lost (evaluated, never checkpointed): the
+        resumed checkpoint's model, evaluated at its step, becomes the best so far."""
+        entry = next((e for e in self.evaluator.history if e["steps"] == step), None)
+        if entry is None:
+            return
+        earlier = max(self.evaluator.history, key=lambda e: e[self.metric])
+        if earlier["steps"] != step:
+            print(
+                f"The best model so far (step {earlier['steps']}) was overwritten by an evaluation the interruption "
+                f"lost; model selection continues from the resumed checkpoint (step {step})."
+            )
+        checkpoint = os.path.join(self.run.checkpoint_dir, f"checkpoint-{step}")
+        SentenceTransformer(checkpoint, device=str(self.model.device)).save(self.best_dir)
+        self.best = {"score": entry[self.metric], "step": step}
 
     def evaluate_untrained(self) -> None:
         """The untrained model starts the dev curve and the alignment/uniformity trajectory, and is the best model
@@ -178,13 +197,12 @@ def evaluate_on_test(model: SentenceTransformer, run: TrainingRun) -> dict[str, 
         report["sts_skipped"] = "no --senteval-dir, and the hub's copies of the STS sets cannot be reached"
         return report
     try:
-        load_sts_tasks(run.senteval_dir, "test", ["STS-B"])  # the local hub cache can lack them (HF_HUB_OFFLINE=1)
-    except (OSError, ValueError) as error:
-        report["sts_skipped"] = f"the STS sets could not be loaded ({type(error).__name__})"
+        evaluator = sts_evaluator(
+            run.senteval_dir, "test", batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
+        )
+    except (OSError, ValueError) as error:  # the local hub cache can lack them (HF_HUB_OFFLINE=1)
+        report["sts_skipped"] = f"the STS sets could not be loaded ({type(error).__name__}: {error})"
         return report
-    evaluator = sts_evaluator(
-        run.senteval_dir, "test", batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
-    )
     results = evaluator(model)
     _, alignment, uniformity = evaluator.evaluators[-1].history[-1]
     report.update(test=evaluator.table(results), test_alignment=alignment, test_uniformity=uniformity)

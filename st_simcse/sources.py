@@ -126,7 +126,7 @@ def read_dataset(source: str, split: str = "train", streaming: bool = False, wha
     the source in errors. Raises ``FileNotFoundError`` or ``ValueError`` saying what is wrong. Reading a file of more
     than ``PROGRESS_BYTES`` shows datasets' progress bars; a smaller one is read in about a second, silently."""
     with progress_bars(not os.path.isfile(source) or os.path.getsize(source) > PROGRESS_BYTES):
-        return _read_dataset(source, split, streaming, what)
+        return _read_dataset(os.fspath(source), split, streaming, what)
 
 
 @contextmanager

@@ -263,8 +263,10 @@ def fit_with_trainer(
     else:
         # model.fit's layout: a one-dataset dict, round robin, the loss by the dataset's name.
         train_dataset, losses = DatasetDict({"_dataset_1": train_dataset}), {"_dataset_1": objective}
-        # model.fit sizes its schedule as len(dataset) // batch_size batches (a last partial batch left out).
-        steps = run.max_steps or len(dataset) // run.batch_size * run.epochs
+        # model.fit sizes its schedule as len(dataset) // batch_size batches (a last partial batch left out); each of
+        # several processes runs 1/world_size of them.
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        steps = run.max_steps or len(dataset) // (run.batch_size * world_size) * run.epochs
     args = SentenceTransformerTrainingArguments(
         output_dir=run.checkpoint_dir,
         batch_sampler=partial(FitOrderBatchSampler, order_seed=run.seed),

@@ -113,3 +113,22 @@ def test_sentence_transformer_start_model_is_kept_as_it_is(tmp_path):
     reloaded = SentenceTransformer(str(tmp_path / "saved"))
     assert [type(m).__name__ for m in reloaded] == ["Transformer", "Pooling", "Dense", "Normalize"]
     assert not describe_start_model(str(SHARED / "models" / "splade-tiny")).sentence_transformer
+
+
+def test_start_model_with_a_pooling_the_recipes_do_not_offer(tiny_bert_dir, tmp_path):
+    """A sentence-transformers model pooling with a mode outside --pooling's choices still trains as it is."""
+    import sys
+
+    from conftest import REPO
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    sys.path.insert(0, str(REPO / "recipes"))
+    import unsup_wiki
+
+    transformer = Transformer(tiny_bert_dir)
+    pooling = Pooling(transformer.get_embedding_dimension(), "mean_sqrt_len_tokens")
+    SentenceTransformer(modules=[transformer, pooling]).save(str(tmp_path / "st"))
+    args = unsup_wiki.parse_args(["--quick", "--model", str(tmp_path / "st")])
+    assert args.pooling == "mean_sqrt_len_tokens"
+    model = build_model(str(tmp_path / "st"), pooling=args.pooling)
+    assert model[1].pooling_mode == "mean_sqrt_len_tokens"

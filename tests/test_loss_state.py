@@ -101,7 +101,7 @@ def test_trainer_resume_without_saved_head_is_refused(tmp_path, tiny_bert_dir):
     (tmp_path / "run" / f"checkpoint-{CHECKPOINT_STEP}" / LOSS_STATE_FILE).unlink()
     model, loss = _model_and_loss(tiny_bert_dir, init_seed=0)
     head_before = loss.mlp.dense.weight.detach().clone()
-    with pytest.raises(FileNotFoundError, match="holds no loss_state.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"are in none of .*checkpoint-10 \(no loss_state.safetensors"):
         _train_with_trainer(model, loss, tmp_path / "run", resume=True)
     assert torch.equal(head_before, loss.mlp.dense.weight)
 
@@ -119,13 +119,17 @@ def test_trainer_resume_from_a_checkpoint_outside_output_dir(tmp_path, tiny_bert
     _train_with_trainer(model, loss, tmp_path / "second", resume=str(checkpoint))
     _assert_equal_weights(_weights(model, loss), uninterrupted)
 
-    # A checkpoint moved away from where it was written, and not in the new output_dir: the error names both.
-    moved = tmp_path / "moved" / checkpoint.name
-    moved.parent.mkdir()
-    shutil.move(checkpoint, moved)
+    # A copy of that checkpoint, and its first folder reused by another run: the other run's loss state (another
+    # token) is never taken; the error names where it looked.
+    copied = tmp_path / "copied" / checkpoint.name
+    shutil.copytree(checkpoint, copied)
+    shutil.rmtree(tmp_path / "first")
+    model, loss = _model_and_loss(tiny_bert_dir, init_seed=5)
+    _train_with_trainer(model, loss, tmp_path / "first")
     model, loss = _model_and_loss(tiny_bert_dir, init_seed=1)
-    with pytest.raises(FileNotFoundError, match=rf"no checkpoint-10 folder exists in {tmp_path / 'first'}/checkpoint"):
-        _train_with_trainer(model, loss, tmp_path / "third", resume=str(moved))
+    looked = f"{checkpoint}, {tmp_path / 'third' / checkpoint.name}"
+    with pytest.raises(FileNotFoundError, match=f"are in none of {looked} .no loss_state.safetensors, or one of"):
+        _train_with_trainer(model, loss, tmp_path / "third", resume=str(copied))
 
 
 def test_a_trainer_without_st_simcse_losses_is_unaffected(tmp_path, tiny_bert_dir):

@@ -77,5 +77,5 @@ def test_bad_pairs_files(tmp_path, content, message):
 
 
 def test_missing_pairs_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="--dev-file file not found: .*nope.csv"):
+    with pytest.raises(FileNotFoundError, match="--dev-file not found: .*nope.csv"):
         load_scored_pairs(tmp_path / "nope.csv", "dev")

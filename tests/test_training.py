@@ -173,3 +173,33 @@ def test_model_fit_on_a_corpus_smaller_than_one_batch_is_refused(tiny_bert_dir, 
     before = {name: tensor.clone() for name, tensor in other.state_dict().items()}
     other.fit([(DataLoader(three, batch_size=64), MultipleNegativesRankingLoss(other))], epochs=1)
     assert all(torch.equal(before[name], tensor) for name, tensor in other.state_dict().items())  # ST's own result
+
+
+def test_resume_after_an_evaluation_that_was_never_checkpointed(tiny_bert_dir, tmp_path, capsys):
+    """Killed after the dev evaluation at step 30 (a new best, saved to best_model/) but before checkpoint-30: the
+    resumed run's best is the resumed checkpoint's model at its own score, never the lost part's."""
+    from st_simcse.runs import TrainingRun
+    from st_simcse.selection import DevTracker
+
+    pairs = tmp_path / "dev.csv"
+    pairs.write_text("sentence1,sentence2,score\na man plays,a man plays a guitar,4\na dog runs,two cats sit,0\n")
+    run = TrainingRun(
+        output_dir=str(tmp_path / "run"), senteval_dir=None, batch_size=16, learning_rate=1e-3, epochs=1,
+        max_steps=40, scheduler="WarmupLinear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, amp="none",
+        eval_steps=10, eval_batch_size=32, seed=3, resume=True, dev_file=str(pairs),
+    )  # fmt: skip
+    model = build_model(tiny_bert_dir, max_seq_length=32)
+    model.save(str(tmp_path / "run" / "checkpoints" / "checkpoint-20"))
+    scores = {0: 0.5, 10: 0.7, 20: 0.6, 30: 0.9}
+    history = [{"epoch": 0, "steps": step, "dev_avg": score} for step, score in scores.items()]
+    (tmp_path / "run" / "dev_history.json").write_text(
+        json.dumps({"history": history, "alignment_uniformity": [[s, 1.0, -1.0] for s in scores], "best_score": 0.9,
+                    "best_step": 30, "train_seconds": {"0": 0.0, "10": 5.0, "20": 10.0, "30": 15.0}})
+    )  # fmt: skip
+    tracker = DevTracker(run, model, main_process=True)
+    assert tracker.best == {"score": 0.6, "step": 20} and tracker.seconds_before_resume == 10.0
+    assert [entry["steps"] for entry in tracker.evaluator.history] == [0, 10, 20]
+    assert (tmp_path / "run" / "best_model" / "modules.json").is_file()
+    assert "The best model so far (step 10) was overwritten by an evaluation the interruption lost" in (
+        capsys.readouterr().out
+    )

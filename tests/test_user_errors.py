@@ -93,7 +93,7 @@ def test_no_dev_set_offline(tmp_path, monkeypatch, capsys, train_40k, splade_tin
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "--dev-file file not found"),
+        (None, "--dev-file not found"),
         ("s1,s2,label\na,b,1\nc,d,2\n", "no column(s) ['sentence1', 'sentence2', 'score']"),
         ("sentence1,sentence2,score\na,b,x\nc,d,2\n", "row 1: score 'x' is not a number"),
     ],
@@ -116,6 +116,7 @@ def test_corpus_errors(tmp_path, monkeypatch, capsys, senteval_dir, splade_tiny)
         (["--train-file", str(table), "--text-column", "text"], "has no column 'text'"),
         (["--train-file", str(tmp_path / "missing.jsonl")], "Training file not found"),
         (["--train-file", str(table), "--streaming"], "needs --max-steps N"),
+        (["--train-file", str(table), "--streaming", "--max-steps", "5", "--training-path", "fit"], "or drop"),
     ]
     fake = tmp_path / "corpus.txt.zst"
     fake.write_text("not compressed\n")

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 import weakref
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import TrainerCallback
@@ -106,19 +108,29 @@ def _trained_owners(model: Any, optimizer: Any) -> list[nn.Module]:
     return owners
 
 
-def save_loss_state(losses: list[nn.Module], folder: str) -> None:
-    """Write the own tensors of ``losses`` to ``folder/loss_state.safetensors`` (write-then-rename)."""
+def save_loss_state(losses: list[nn.Module], folder: str, token: str = "") -> None:
+    """Write the own tensors of ``losses`` to ``folder/loss_state.safetensors`` (write-then-rename); ``token`` ties
+    the file to the checkpoint whose trainer_state.json records it."""
     tensors = {
         # A copy each: safetensors refuses tensors that share memory (an LM head's tied decoder bias).
         f"{index}.{name}": tensor.detach().cpu().clone()
         for index, loss in enumerate(losses)
         for name, tensor in loss_owned_state(loss).items()
     }
-    metadata = {"losses": json.dumps([type(loss).__name__ for loss in losses])}
+    metadata = {"losses": json.dumps([type(loss).__name__ for loss in losses]), "token": token}
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOSS_STATE_FILE)
     save_file(tensors, f"{path}.tmp", metadata=metadata)
     os.replace(f"{path}.tmp", path)
+
+
+def saved_token(folder: str) -> str | None:
+    """The token of ``folder``'s loss state, None where there is no loss state."""
+    path = os.path.join(folder, LOSS_STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    with safe_open(path, framework="pt") as handle:
+        return (handle.metadata() or {}).get("token", "")
 
 
 def load_loss_state(losses: list[nn.Module], folder: str) -> None:
@@ -156,16 +168,20 @@ class LossStateCallback(TrainerCallback, ExportableState):
     ``st_simcse`` adds this callback to transformers' default callbacks; passing it explicitly
     (``callbacks=[LossStateCallback()]``) is harmless.
 
-    The Trainer tells a callback the step it resumes at, not the checkpoint folder it resumes from. So the callback
-    records, in each checkpoint's ``trainer_state.json`` (as an ``ExportableState``), the folder it writes the loss
-    state into; a resume from a checkpoint outside the new run's ``output_dir`` finds the loss state beside it.
+    The loss state is written when a step's checkpoint is due (``on_step_end`` / ``on_epoch_end`` with
+    ``should_save``), before the Trainer saves that checkpoint and deletes the older ones, so no moment leaves the
+    only checkpoint without it. The Trainer tells a callback the step it resumes at, not the checkpoint folder it
+    resumes from; so each checkpoint's ``trainer_state.json`` records (as this callback's ``ExportableState``) where
+    its loss state was written and a token that the loss state file carries too. A resume finds the loss state there
+    or in the new run's ``output_dir``, and takes it only where the token matches: never another run's.
     """
 
     def __init__(self) -> None:
         self.output_dir: str | None = None
+        self.token: str | None = None  # the token of the loss state written for the checkpoint being saved
 
     def state(self) -> dict:
-        return {"args": {}, "attributes": {"output_dir": self.output_dir}}
+        return {"args": {}, "attributes": {"output_dir": self.output_dir, "token": self.token}}
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
         self.output_dir = os.path.abspath(args.output_dir)
@@ -180,29 +196,56 @@ class LossStateCallback(TrainerCallback, ExportableState):
             load_loss_state(losses, folder)
             logger.info(f"Restored the loss-owned parameters of {len(losses)} loss(es) from {folder}")
 
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if control.should_save:
+            self._save(args, state, model, optimizer)
+
+    def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if control.should_save:
+            self._save(args, state, model, optimizer)
+
     def on_save(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if not state.is_world_process_zero:
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if os.path.isfile(os.path.join(folder, LOSS_STATE_FILE)) or not self._save(args, state, model, optimizer):
             return
+        # A save that no step or epoch end announced: its trainer_state.json was written with the previous token.
+        path = os.path.join(folder, "trainer_state.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                saved = json.load(handle)
+            saved.setdefault("stateful_callbacks", {})[type(self).__name__] = self.state()
+            with open(path, "w", encoding="utf-8") as handle:
+                json.dump(saved, handle, indent=2, sort_keys=True)
+
+    def _save(self, args, state, model, optimizer) -> bool:
+        """Write the loss state of this step's checkpoint under a new token; False where there is none to write."""
         losses = _trained_owners(model, optimizer)
-        if losses:
-            save_loss_state(losses, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+        if not losses or not state.is_world_process_zero:
+            return False
+        self.token = f"{uuid.uuid4().hex}-{state.global_step}"
+        save_loss_state(losses, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), self.token)
+        return True
 
 
 def resumed_checkpoint(args: Any, state: Any) -> str:
-    """The folder of the checkpoint a run resumes from: where its own trainer_state.json says its loss state was
-    written, else ``output_dir/checkpoint-STEP``. Raises ``FileNotFoundError`` naming both where neither exists."""
+    """The folder whose loss state belongs to the checkpoint a run resumes from: where that checkpoint's
+    trainer_state.json says it was written, else ``output_dir/checkpoint-STEP``; a loss state whose token differs
+    (another run's) is never taken. Raises ``FileNotFoundError`` naming the folders looked in."""
     name = f"checkpoint-{state.global_step}"
     recorded = (state.stateful_callbacks or {}).get(LossStateCallback.__name__) or {}
-    recorded = recorded[-1] if isinstance(recorded, list) else recorded
-    written_in = recorded.get("attributes", {}).get("output_dir")
-    candidates = [os.path.join(folder, name) for folder in (written_in, os.path.abspath(args.output_dir)) if folder]
+    recorded = (recorded[-1] if isinstance(recorded, list) else recorded).get("attributes", {})
+    written_in, token = recorded.get("output_dir"), recorded.get("token")
+    folders = (written_in, os.path.abspath(args.output_dir))
+    candidates = list(dict.fromkeys(os.path.join(folder, name) for folder in folders if folder))
     for folder in candidates:
-        if os.path.isdir(folder):
+        found = saved_token(folder)
+        if found is not None and (token is None or found == token):  # None: recorded before tokens existed
             return folder
     raise FileNotFoundError(
-        f"Cannot resume at step {state.global_step}: the loss's own parameters (e.g. SimCSE's MLP head) are saved "
-        f"beside the checkpoint, and no {name} folder exists in {' or in '.join(dict.fromkeys(candidates))}. If the "
-        f"checkpoint was moved, put it back, or copy it into output_dir ({args.output_dir}) as {name}."
+        f"Cannot resume at step {state.global_step}: the loss's own parameters (e.g. SimCSE's MLP head) of this "
+        f"checkpoint are in none of {', '.join(candidates)} (no {LOSS_STATE_FILE}, or one of another run). The "
+        "checkpoint was written without st_simcse imported, or moved away from where it was written: put it back, "
+        f"or copy it into output_dir ({args.output_dir}) as {name}."
     )
 
 
