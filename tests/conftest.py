@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -95,13 +97,18 @@ def sentences(count: int, seed: int = 0) -> list[str]:
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def run_recipe(recipe: str, *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python recipes/RECIPE ARGUMENTS`` in a subprocess, from the repository root."""
+    command = [sys.executable, str(REPO / "recipes" / recipe), *arguments]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
 def fails_before_loading(
     monkeypatch, capsys, recipe, arguments: list[str], message: str, output_dir, seconds: float | None = None
 ) -> str:
     """Run the recipe in this process with a model builder that records every call: a user error must end the
     run with one ``error:`` line (no traceback) and exit code 2, before any model is built and before anything is
     written, within ``seconds`` where given. Returns the error line."""
-    import sys
     import time
 
     from st_simcse.cli import run_main

@@ -77,6 +77,7 @@ def test_text_column_is_chosen_or_the_error_lists_the_columns(tmp_path):
 def test_saved_datasets_and_their_splits(tmp_path):
     Dataset.from_dict({"text": SENTENCES}).save_to_disk(tmp_path / "one")
     assert list(load_corpus(tmp_path / "one").dataset["text"]) == SENTENCES
+    assert load_corpus(tmp_path / "one").describe() == "4 training sentences (0 empty values skipped)"
     splits = DatasetDict({"train": Dataset.from_dict({"text": SENTENCES}), "dev": Dataset.from_dict({"text": ["x"]})})
     splits.save_to_disk(tmp_path / "dict")
     assert len(load_corpus(tmp_path / "dict").dataset) == 4
@@ -86,6 +87,28 @@ def test_saved_datasets_and_their_splits(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(ValueError, match="not one written by datasets' save_to_disk"):
         load_corpus(tmp_path / "plain")
+
+
+def test_hub_dataset_name_and_split(monkeypatch):
+    """A hub name reaches ``datasets.load_dataset`` with the split asked for (the hub itself is out of reach here,
+    so ``load_dataset`` is replaced by a recorder that serves a small dataset)."""
+    from st_simcse import sources
+
+    calls = []
+
+    def fake_load_dataset(name, split, streaming):
+        calls.append((name, split, streaming))
+        if split == "missing":
+            raise ValueError("Unknown split \"missing\". Should be one of ['train', 'validation'].")
+        return Dataset.from_dict({"id": list(range(5)), "sentence": [*SENTENCES, " "]})
+
+    monkeypatch.setattr(sources, "check_hub_name", lambda name, what: None)
+    monkeypatch.setattr(sources, "load_dataset", fake_load_dataset)
+    corpus = load_corpus("someone/corpus", split="validation")
+    assert calls == [("someone/corpus", "validation", False)]
+    assert list(corpus.dataset["text"]) == SENTENCES and corpus.describe().startswith("4 training sentences (1 ")
+    with pytest.raises(ValueError, match=r"someone/corpus: could not be loaded as a hub dataset, split 'missing'"):
+        load_corpus("someone/corpus", split="missing")
 
 
 def test_unreadable_inputs_get_one_clear_error(tmp_path):

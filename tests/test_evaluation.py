@@ -180,6 +180,7 @@ def test_shared_senteval_pair_counts(senteval_dir):
     assert [len(task) for task in load_sts_tasks(senteval_dir, "dev")] == [1500, 500]
 
 
+@pytest.mark.slow
 def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, splade_tiny, senteval_dir):
     """The untrained testbed's [CLS] numbers, measured with SentEval (shared README): STS-B 57.66, avg 57.19."""
     tables = []
@@ -200,6 +201,9 @@ def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, s
         completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
         assert completed.returncode == 0, completed.stderr[-2000:]
         assert "STS12" in completed.stdout and "Avg." in completed.stdout
+        caption = "on the 7 STS test tasks, Spearman x 100 of the cosine (SentEval protocol):"
+        assert caption in completed.stdout, completed.stdout
+        assert "LOAD REPORT" not in completed.stdout + completed.stderr  # the expected report stays quiet
         tables.append(json.loads(out.read_text())["table"])
     assert tables[0] == tables[1]
     assert tables[0]["STS-B"] == pytest.approx(57.66, abs=0.02)

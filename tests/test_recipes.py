@@ -6,16 +6,15 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import torch
-from conftest import REPO
+from conftest import REPO, run_recipe
 from sentence_transformers import SentenceTransformer
 from transformers.utils import is_flash_attn_2_available
 
@@ -28,11 +27,6 @@ OUTPUTS = (
     "arguments.json",
     "run.log",
 )
-
-
-def run_recipe(recipe: str, *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(REPO / "recipes" / recipe), *arguments]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
 def file_digests(folder) -> dict[str, str]:
@@ -150,13 +144,10 @@ def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
     before = file_digests(out)
     refused = run_recipe("unsup_wiki.py", *arguments)
     assert refused.returncode == 2 and "already holds a started run" in refused.stderr
-    assert "pass --resume" in refused.stderr and "Traceback" not in refused.stderr
+    assert "pass --resume" in refused.stderr and one_error_line(refused.stderr)
     changed = run_recipe("unsup_wiki.py", *arguments, "--lr", "1e-4", "--resume")
-    assert (
-        changed.returncode != 0
-        and "changes options of the run" in changed.stderr
-        and "lr: 0.0003 -> 0.0001" in (changed.stderr)
-    )
+    assert changed.returncode == 2 and one_error_line(changed.stderr)
+    assert "changes options of the run" in changed.stderr and "lr: 0.0003 -> 0.0001" in changed.stderr
     assert file_digests(out) == before
 
     resumed = run_recipe("unsup_wiki.py", *arguments, "--resume")
@@ -311,6 +302,11 @@ def test_seeds_report_mean_and_std_and_keep_the_best_model(tmp_path, splade_tiny
     assert (pruned / "metrics.json").is_file() and (pruned / "run.log").is_file()
 
 
+def one_error_line(stderr: str) -> bool:
+    """A refusal's whole stderr: one ``error:`` line, no traceback."""
+    return stderr.startswith("error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr
+
+
 def interrupt_after_checkpoint(command: list[str], checkpoint, env=None) -> subprocess.CompletedProcess:
     """Start ``command``, press Ctrl-C (SIGINT) once ``checkpoint`` is complete, and wait for it to stop."""
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -332,6 +328,7 @@ def test_ctrl_c_names_the_resume_command_and_it_resumes_the_whole_run(tmp_path, 
     assert stopped.returncode == 130, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr and not (out / "metrics.json").exists()
     last = stopped.stderr.strip().split("\n")[-1]  # the last line (a progress bar's redraws are split by \r)
+    assert stopped.stderr.count("interrupted; the last checkpoint") == 1 and "KeyboardInterrupt" not in stopped.stderr
     assert last.startswith(f"interrupted; the last checkpoint is {out / 'checkpoints'}/checkpoint-"), last
     resume = last.split("Resume with: ")[1]
     assert resume == f"python {REPO / 'recipes' / 'unsup_wiki.py'} --output-dir {out} --resume"
@@ -344,7 +341,9 @@ def test_ctrl_c_names_the_resume_command_and_it_resumes_the_whole_run(tmp_path, 
     metrics, _ = assert_complete_run(out)
     assert metrics["resumed_from_step"] == step and metrics["arguments"]["seed"] == 7
     assert [entry["steps"] for entry in metrics["dev_history"]] == list(range(0, 61, 10))
-    assert metrics["train_seconds"] > before > 0  # the whole run's training time, not only the resumed part
+    # The whole run's training time, not only the resumed part (the Trainer's own train_runtime, in run.log).
+    resumed_part = float(re.findall(r"'train_runtime': '?([0-9.]+)", (out / "run.log").read_text())[-1])
+    assert metrics["train_seconds"] >= before + resumed_part - 0.5 and before > 0.5
     # An option given explicitly that differs is still refused.
     changed = run_recipe("unsup_wiki.py", "--output-dir", str(out), "--resume", "--lr", "0.1")
     assert "holds a finished run" in changed.stdout  # finished: nothing to resume, nothing changed
@@ -358,76 +357,5 @@ def test_resume_refuses_an_explicit_change_but_reads_the_rest(tmp_path, splade_t
     assert interrupt_after_checkpoint(command, out / "checkpoints" / "checkpoint-10").returncode == 130
     before = file_digests(out)
     changed = run_recipe("unsup_wiki.py", "--output-dir", str(out), "--resume", "--batch-size", "32")
-    assert changed.returncode == 2 and "batch_size: 16 -> 32" in changed.stderr and "Traceback" not in changed.stderr
+    assert changed.returncode == 2 and "batch_size: 16 -> 32" in changed.stderr and one_error_line(changed.stderr)
     assert file_digests(out) == before
-
-
-@pytest.mark.slow
-def test_domain_adaptation_workflow(tmp_path, senteval_dir):
-    """A sentence-transformers start model, a jsonl corpus with a text column, the user's dev and test pairs, and no
-    SentEval data on an offline machine: the run keeps the model's modules, records them, and finishes."""
-    from conftest import SHARED
-
-    minilm = SHARED / "models" / "all-MiniLM-L6-v2"
-    captions = SHARED / "data" / "unsup" / "captions.txt"
-    if not minilm.exists() or not captions.exists():
-        pytest.skip(f"needs {minilm} and {captions}")
-    corpus = tmp_path / "corpus.jsonl"
-    with open(captions, encoding="utf-8") as source, open(corpus, "w") as target:
-        for index, line in zip(range(200), source):
-            target.write(json.dumps({"id": index, "body": line.strip(), "lang": "en"}) + "\n")
-    pairs = tmp_path / "pairs.csv"
-    with open(Path(senteval_dir) / "STS" / "STSBenchmark" / "sts-dev.csv", encoding="utf-8") as source:
-        rows = [line.rstrip("\n").split("\t")[4:7] for line in source][:100]
-    with open(pairs, "w", newline="") as handle:
-        csv.writer(handle).writerows([("sentence1", "sentence2", "score"), *((a, b, s) for s, a, b in rows)])
-    out = tmp_path / "adapted"
-    offline = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9"}  # the hub out of reach, as here
-    arguments = ["--model", str(minilm), "--train-file", str(corpus), "--text-column", "body"]
-    arguments += ["--dev-file", str(pairs), "--test-file", str(pairs)]
-    arguments += ["--max-steps", "6", "--eval-steps", "3", "--batch-size", "16"]
-    command = [sys.executable, str(REPO / "recipes" / "unsup_wiki.py"), *arguments, "--output-dir", str(out)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=offline, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "200 training sentences (0 empty values skipped)" in result.stdout
-    assert "The paper's 7-task STS table is skipped: no --senteval-dir, and the hub's copies" in result.stdout
-    assert f"{pairs}: Spearman x 100 of the best model" in result.stdout
-    modules = [module["type"] for module in json.loads((out / "modules.json").read_text())]
-    assert [name.rsplit(".", 1)[1] for name in modules] == ["Transformer", "Pooling", "Normalize"]
-    assert all(name.startswith("sentence_transformers.") for name in modules)  # built-in modules only
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["arguments"]["pooling"] == metrics["pooling"] == "mean"
-    assert metrics["model_modules"] == ["Transformer", "Pooling", "Normalize"] and metrics["max_seq_length"] == 256
-    assert metrics["test"] is None and metrics["dev_set"] == "dev (pairs.csv)"
-    assert SentenceTransformer(str(out)).max_seq_length == 256  # the length the start model serves with
-
-
-@pytest.mark.slow
-def test_untrained_model_is_kept_when_no_checkpoint_beats_it(tmp_path, splade_tiny, senteval_dir, train_40k):
-    out = tmp_path / "worse"
-    arguments = ["--quick", "--max-steps", "6", "--eval-steps", "3", "--batch-size", "16", "--lr", "0.05"]
-    result = run_recipe("unsup_wiki.py", *arguments, "--output-dir", str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["best_step"] == 0 and metrics["best_trained_dev"] < metrics["untrained_dev"]
-    assert "No checkpoint beat the untrained model on STS-B dev" in result.stdout
-    untrained = SentenceTransformer(splade_tiny)  # mean pooling, but the encoder's weights tell: the same
-    saved = SentenceTransformer(str(out))
-    for name, tensor in untrained[0].auto_model.state_dict().items():
-        if not name.startswith("pooler."):  # not in the checkpoint: random on every load, and never used
-            assert torch.equal(tensor, saved[0].auto_model.state_dict()[name]), name
-
-
-@pytest.mark.slow
-def test_trainer_and_streaming_paths_through_the_recipe(tmp_path, splade_tiny, senteval_dir, train_40k):
-    common = ["--quick", "--max-steps", "10", "--eval-steps", "5", "--batch-size", "16"]
-    runs = {}
-    for path in ("fit", "trainer", "streaming"):
-        options = ["--streaming"] if path == "streaming" else ["--training-path", path]
-        result = run_recipe("unsup_wiki.py", *common, *options, "--output-dir", str(tmp_path / path))
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[path] = json.loads((tmp_path / path / "metrics.json").read_text())
-        assert runs[path]["training_path"] == path
-    assert runs["trainer"]["dev_history"] == runs["fit"]["dev_history"]  # the same training, both ways
-    assert runs["trainer"]["test"] == runs["fit"]["test"]
-    assert [entry["steps"] for entry in runs["streaming"]["dev_history"]] == [0, 5, 10]

@@ -57,6 +57,17 @@ def test_supervised_corpus_smaller_than_one_batch(tmp_path, monkeypatch, capsys,
     fails_before_loading(monkeypatch, capsys, sup_nli, ["--quick", "--train-file", str(path)], message, tmp_path / "o")
 
 
+def test_train_split_is_the_one_read(tmp_path, monkeypatch, capsys, senteval_dir, splade_tiny):
+    from datasets import Dataset, DatasetDict
+
+    train = Dataset.from_dict({"text": [f"sentence {i}" for i in range(200)]})
+    DatasetDict({"train": train, "dev": Dataset.from_dict({"text": ["a", "b", "c"]})}).save_to_disk(tmp_path / "d")
+    capsys.readouterr()  # save_to_disk's progress bar
+    arguments = ["--quick", "--train-file", str(tmp_path / "d"), "--train-split", "dev"]
+    message = "has 3 training example(s), fewer than one batch"  # the dev split's 3 sentences, not train's 200
+    fails_before_loading(monkeypatch, capsys, unsup_wiki, arguments, message, tmp_path / "o")
+
+
 def test_mistyped_local_model_path_is_not_sent_to_the_hub(tmp_path, monkeypatch, capsys, senteval_dir, train_40k):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "output").mkdir()  # `output/unsup-simcs` is then a local path, even though it is shaped owner/name
@@ -121,6 +132,12 @@ def test_corpus_errors(tmp_path, monkeypatch, capsys, senteval_dir, splade_tiny)
     fake = tmp_path / "corpus.txt.zst"
     fake.write_text("not compressed\n")
     cases.append((["--train-file", str(fake)], "corpus.txt.zst: not a readable .zst file"))
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    cases.append((["--train-file", str(binary)], "weights.bin, line 2: not valid UTF-8"))
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes(b"fine\n" * 70 + b"caf\xe9\n")
+    cases.append((["--train-file", str(latin)], "latin.txt, line 71: not valid UTF-8"))
     for arguments, message in cases:
         fails_before_loading(monkeypatch, capsys, unsup_wiki, ["--quick", *arguments], message, tmp_path / "o")
 
