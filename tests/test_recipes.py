@@ -307,13 +307,28 @@ def one_error_line(stderr: str) -> bool:
     return stderr.startswith("error: ") and stderr.count("\n") == 1 and "Traceback" not in stderr
 
 
+def terminal_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def interrupt_after_checkpoint(command: list[str], checkpoint, env=None) -> subprocess.CompletedProcess:
-    """Start ``command``, press Ctrl-C (SIGINT) once ``checkpoint`` is complete, and wait for it to stop."""
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    """Start ``command``, press Ctrl-C (SIGINT) once ``checkpoint`` is complete, and wait for it to stop. The child
+    gets SIGINT as a terminal gives it (default handling, not blocked), whatever this test process inherited."""
+    process = subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=terminal_sigint,
+    )
     deadline = time.time() + 300
     while not (checkpoint / "trainer_state.json").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
     time.sleep(0.5)  # let the checkpoint finish writing its files
+    assert process.poll() is None, "the run ended before it could be interrupted; the test proves nothing"
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
