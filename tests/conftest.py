@@ -97,10 +97,12 @@ def sentences(count: int, seed: int = 0) -> list[str]:
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def run_recipe(recipe: str, *arguments: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python recipes/RECIPE ARGUMENTS`` in a subprocess, from the repository root."""
+def run_recipe(
+    recipe: str, *arguments: str, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """``python recipes/RECIPE ARGUMENTS`` in a subprocess, from the repository root (``env``: its environment)."""
     command = [sys.executable, str(REPO / "recipes" / recipe), *arguments]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def fails_before_loading(

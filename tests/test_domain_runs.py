@@ -7,13 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_recipe
+from conftest import run_recipe
 from sentence_transformers import SentenceTransformer
 
 
@@ -61,8 +59,7 @@ def test_domain_adaptation_workflow(tmp_path, senteval_dir):
     arguments = ["--model", str(minilm), "--train-file", str(corpus), "--text-column", "body"]
     arguments += ["--dev-file", str(dev), "--test-file", str(test)]
     arguments += ["--max-steps", "6", "--eval-steps", "3", "--batch-size", "16"]
-    command = [sys.executable, str(REPO / "recipes" / "unsup_wiki.py"), *arguments, "--output-dir", str(out)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=offline, timeout=600)
+    result = run_recipe("unsup_wiki.py", *arguments, "--output-dir", str(out), env=offline)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "200 training sentences (0 empty values skipped)" in result.stdout
     assert "The paper's 7-task STS table is skipped: no --senteval-dir, and the hub's copies" in result.stdout
