@@ -61,6 +61,7 @@ KNOBS = [
     knob("senteval_dir", None, type=str),
     knob("dev_file", None),
     knob("test_file", None),
+    knob("sts_test", True),
     knob(
         "loss",
         "simcse",

@@ -76,6 +76,10 @@ COMMON_KNOBS: dict[str, dict[str, Any]] = {
         "type": str,
     },
     "test_file": {"help": "your own scored pairs for the final report, in --dev-file's format", "type": str},
+    "sts_test": {
+        "help": "end with the paper's 7-task STS table of the kept model (minutes on a CPU for a 6-layer model); "
+        "--no-sts-test leaves only your --test-file in the final report"
+    },
     "pooling": {
         "help": "pooling of the encoder's tokens; a sentence-transformers start model keeps its own (another mode "
         "is refused)",
@@ -335,6 +339,7 @@ def checked_training_run(args: argparse.Namespace, loss_owns_state: bool = False
         test_file=args.test_file,
         training_path=args.training_path,
         streaming=getattr(args, "streaming", False),
+        sts_test=args.sts_test,
         serving_max_seq_length=describe_start_model(args.model).max_seq_length
         if model_is_describable(args.model)
         else None,

@@ -55,7 +55,8 @@ class TrainingRun:
     recorded in ``metrics.json``. ``amp``: "auto" is bf16 autocast on a GPU that supports it (no gradient
     scaler), fp16 autocast with model.fit's scaler on other GPUs, and none on a CPU. ``dev_file`` / ``test_file``:
     the user's scored pairs for model selection and the final report (None: STS-B dev, the paper's 7 tasks).
-    ``serving_max_seq_length``: the length the saved model encodes with (None: the encoder's own limit)."""
+    ``serving_max_seq_length``: the length the saved model encodes with (None: the encoder's own limit).
+    ``sts_test``: end with the paper's 7-task STS table of the kept model (False: only the user's ``test_file``)."""
 
     output_dir: str
     senteval_dir: str | None
@@ -76,6 +77,7 @@ class TrainingRun:
     test_file: str | None = None
     training_path: str = "auto"
     streaming: bool = False
+    sts_test: bool = True
     serving_max_seq_length: int | None = None
     loss_owns_state: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -174,7 +176,8 @@ class TrainingRun:
         if self.senteval_dir is not None:
             if self.dev_file is None:
                 check_senteval_dir(self.senteval_dir, "dev", ["STS-B"])
-            check_senteval_dir(self.senteval_dir, "test")
+            if self.sts_test:
+                check_senteval_dir(self.senteval_dir, "test")
         elif self.dev_file is None and not self.sts_tables:
             raise ValueError(
                 "No dev set for model selection: without --dev-file or --senteval-dir the run selects on the hub's "

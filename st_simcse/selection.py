@@ -193,6 +193,9 @@ def evaluate_on_test(model: SentenceTransformer, run: TrainingRun) -> dict[str, 
         evaluator = pairs_evaluator(data, batch_size=run.eval_batch_size)
         results = evaluator(model)
         report["test_file"] = {"file": run.test_file, "pairs": len(data), "spearman": evaluator.table(results)["Avg."]}
+    if not run.sts_test:
+        report["sts_skipped"] = "--no-sts-test"
+        return report
     if not run.sts_tables:
         report["sts_skipped"] = "no --senteval-dir, and the hub's copies of the STS sets cannot be reached"
         return report
