@@ -251,16 +251,39 @@ def eager_forward() -> Iterator[None]:
 
 
 def default_pooler(model_name_or_path: str) -> str:
-    """The paper's tool's choice: ``cls_before_pooler`` for unsupervised models (a name containing "unsup"), whose
-    training-only MLP was dropped, else ``cls`` (the supervised models keep the MLP as BERT's pooler)."""
+    """The paper's tool's choice for a plain transformers checkpoint in the paper's layout: ``cls_before_pooler`` for
+    unsupervised models (a name containing "unsup"), whose training-only MLP was dropped, else ``cls`` (the
+    supervised models keep the MLP as BERT's pooler). A sentence-transformers model needs no choice: it pools with
+    its own modules (:func:`is_sentence_transformer`)."""
     return "cls_before_pooler" if "unsup" in os.fspath(model_name_or_path) else "cls"
+
+
+def is_sentence_transformer(model_name_or_path: str) -> bool:
+    """Whether ``model_name_or_path`` (a local folder, or a hub name: fetched from the hub or its cache) is a
+    sentence-transformers model, i.e. has a ``modules.json``. Read afresh on every call (no cache), so a folder
+    overwritten with another kind of model is seen as it is now."""
+    from sentence_transformers.util import load_file_path
+
+    from st_simcse.sources import hub_offline_mode, hub_reachable, looks_like_local_path
+
+    name = os.fspath(model_name_or_path)
+    # Offline, a hub name is looked up in the local cache only: the hub libraries' retries take half a minute.
+    cache_only = not looks_like_local_path(name) and (hub_offline_mode() or not hub_reachable())
+    return load_file_path(name, "modules.json", local_files_only=cache_only) is not None
 
 
 def load_simcse_model(
     model_name_or_path: str, pooler: str | None = None, device: str | None = None, max_seq_length: int | None = None
 ) -> SentenceTransformer:
-    """A released SimCSE checkpoint (e.g. ``princeton-nlp/sup-simcse-bert-base-uncased``, BERT or RoBERTa) as a
-    SentenceTransformer of built-in modules, with the pooling the paper uses for it:
+    """A SimCSE model (or any sentence-transformers model) as a SentenceTransformer, for the tool and evaluation.
+
+    A sentence-transformers model (a folder or hub name with ``modules.json``: a recipe's output folder, a model
+    from the hub) loads as it was saved, ``SentenceTransformer(model_name_or_path)``: its own pooling, Dense and
+    Normalize modules, whatever its name. It pools with those modules, so a ``pooler`` for it raises a
+    ``ValueError``.
+
+    A released SimCSE checkpoint (e.g. ``princeton-nlp/sup-simcse-bert-base-uncased``, BERT or RoBERTa), or any
+    plain transformers checkpoint, gets the pooling the paper uses for it:
 
     - ``cls_before_pooler``: ``Transformer`` + ``Pooling("cls")``, the last layer's [CLS] (unsupervised models);
     - ``cls``: the same plus a built-in ``Dense(d, d, tanh)`` carrying the checkpoint's own trained pooler weights
@@ -269,8 +292,21 @@ def load_simcse_model(
 
     ``pooler=None`` picks as the paper's tool does (:func:`default_pooler`). A checkpoint without pooler weights
     asked for ``cls`` raises a ``ValueError`` (transformers would fill the pooler with random weights). The result
-    saves with ``model.save(path)`` and reloads with plain ``SentenceTransformer(path)``.
+    saves with ``model.save(path)`` and reloads with plain ``SentenceTransformer(path)``. ``max_seq_length``, where
+    given, is the length it truncates to.
     """
+    if is_sentence_transformer(model_name_or_path):
+        if pooler is not None:
+            raise ValueError(
+                f"{model_name_or_path} is a sentence-transformers model (it has modules.json), which pools with its "
+                f"own modules; pooler={pooler!r} applies only to plain transformers checkpoints. Drop pooler, or "
+                "pass the checkpoint of its encoder (the folder's Transformer module) to choose a pooler."
+            )
+        with expected_load_report_quiet():
+            model = SentenceTransformer(model_name_or_path, device=device)
+        if max_seq_length is not None:
+            model.max_seq_length = max_seq_length
+        return model
     pooler = pooler or default_pooler(model_name_or_path)
     if pooler not in BUILT_IN_POOLERS:
         raise ValueError(

@@ -7,22 +7,40 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from typing import IO
 
 from st_simcse.evaluation import STSData, STSSuiteEvaluator, STSTaskEvaluator
-from st_simcse.sources import read_dataset
+from st_simcse.sources import COMPRESSIONS, read_dataset
 
 PAIR_COLUMNS = ("sentence1", "sentence2", "score")
+# The separators a file of pairs may have been written with, by how a message names them; and the one each
+# delimited-text suffix is read with (plain text, .txt, has none: one row per line).
+SEPARATORS = {"\t": "tabs", ";": "';'", "|": "'|'", ",": "commas"}
+SUFFIX_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": None}
 
 
 def load_scored_pairs(source: str | os.PathLike, name: str, split: str = "train", what: str = "--dev-file") -> STSData:
     """The pairs of ``source`` (columns ``sentence1, sentence2, score``) as an STS task called ``name``. Raises a
     ``ValueError`` (or ``FileNotFoundError``) that names the source, the row and the fix for a missing column, an
-    empty sentence, a score that is not a number, or fewer than two distinct scores."""
+    empty sentence, a score that is not a number, or fewer than two distinct scores; and for a file that is almost
+    right: an empty file, a header line without pairs, or fields separated by another character than its suffix
+    says (a .csv written with ';' or tabs reads as one column)."""
     source = os.fspath(source)
-    dataset = read_dataset(source, split, what=what)
+    try:
+        dataset = read_dataset(source, split, what=what)
+    except ValueError:
+        # datasets' own error for these (e.g. 'Instruction "train" corresponds to no data!') does not say why.
+        problem = _empty_file_problem(source, what) or _separator_problem(source, what)
+        if problem:
+            raise ValueError(problem) from None
+        raise
     columns = dataset.column_names
     missing = [column for column in PAIR_COLUMNS if column not in columns]
     if missing:
+        problem = _separator_problem(source, what, columns)
+        if problem:
+            raise ValueError(problem)
         raise ValueError(
             f"{what} {source}: no column(s) {missing}; its columns are {columns}. Scored pairs need the columns "
             "sentence1, sentence2, score (rename them, e.g. with a header line)."
@@ -42,6 +60,93 @@ def load_scored_pairs(source: str | os.PathLike, name: str, split: str = "train"
             "correlation needs at least two pairs with different scores."
         )
     return STSData(name, sentences["sentence1"], sentences["sentence2"], scores)
+
+
+def _suffix_and_opener(source: str) -> tuple[str, Callable[..., IO[str]]] | None:
+    """The data suffix of the file ``source`` (after any compression suffix) and how to open it as text; None for
+    what is not a file this module can read line by line."""
+    if not os.path.isfile(source):
+        return None
+    stem, compression = os.path.splitext(source.lower())
+    if compression in COMPRESSIONS:
+        opener = COMPRESSIONS[compression]
+        if opener is None:  # .zst needs the zstandard package: no diagnosis, datasets' own message stays
+            return None
+    else:
+        stem, opener = source.lower(), open
+    return os.path.splitext(stem)[1], opener
+
+
+def _first_lines(source: str, count: int) -> tuple[str, list[str]] | None:
+    """The suffix of the delimited-text file ``source`` (.csv, .tsv, .txt, maybe compressed) and up to ``count`` of
+    its non-blank lines; None for another source. Read only on an error path."""
+    found = _suffix_and_opener(source)
+    if found is None or found[0] not in SUFFIX_SEPARATORS:
+        return None
+    suffix, opener = found
+    lines: list[str] = []
+    try:
+        with opener(source, "rt", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.strip():
+                    lines.append(line.rstrip("\r\n"))
+                    if len(lines) == count:
+                        break
+    except (OSError, EOFError, ValueError):
+        return None
+    return suffix, lines
+
+
+def _empty_file_problem(source: str, what: str) -> str | None:
+    """What is wrong with a .csv or .tsv file of pairs that is empty or holds only its header line, else None."""
+    found = _first_lines(source, 2)
+    if found is None or found[0] == ".txt" or len(found[1]) > 1:
+        return None
+    suffix, lines = found
+    separated = f"separated by {SEPARATORS[SUFFIX_SEPARATORS[suffix]]}"
+    if not lines:
+        return (
+            f"{what} {source} is empty: write a header line sentence1, sentence2, score, then one line per pair, "
+            f"the fields {separated}."
+        )
+    return (
+        f"{what} {source} has a header line ({lines[0]!r}) but no pairs: add one line per pair below it, a "
+        f"sentence1, a sentence2 and a score {separated}."
+    )
+
+
+def _separator_problem(source: str, what: str, columns: list[str] | None = None) -> str | None:
+    """Where a delimited-text file of pairs looks separated by another character than its suffix is read with (a
+    .csv of ';' or tabs, a .tsv of commas, a .txt of tabs), what is wrong and the fix; else None."""
+    found = _first_lines(source, 1)
+    if not found or not found[1]:
+        return None
+    suffix, (first,) = found
+    expected = SUFFIX_SEPARATORS[suffix]
+    enough = len(PAIR_COLUMNS) - 1  # separators in a line of three fields
+    if expected is not None and first.count(expected) >= enough:
+        return None  # its own separator is there: the problem is something else
+    separator = next((sep for sep in SEPARATORS if sep != expected and first.count(sep) >= enough), None)
+    if separator is None:
+        return None
+    read = {",": "with commas", "\t": "with tabs", None: "as plain text, one row per line"}[expected]
+    if columns and len(columns) == 1:
+        result = f"it reads as one column, {columns[0]!r}, instead of the columns sentence1, sentence2, score"
+    else:
+        result = "it does not read as the columns sentence1, sentence2, score"
+    if separator in ("\t", ","):
+        other = {"\t": (".tsv (tab-separated)", "commas"), ",": (".csv (comma-separated)", "tabs")}[separator]
+        own = expected is not None  # a .csv or .tsv can also keep its suffix and change its separator
+        fix = f"name the file {other[0]}" + (f", or separate the fields with {other[1]}" if own else "")
+    else:
+        fix = (
+            "separate the fields with commas in a .csv file (a sentence that holds a comma in double quotes), or "
+            "with tabs in a .tsv file"
+        )
+    return (
+        f"{what} {source}: its lines look separated by {SEPARATORS[separator]} (first line {first!r}), but a "
+        f"{suffix} file is read {read}, so {result}. Fix: {fix}."
+    )
 
 
 def _score(value: object, source: str, row: int, what: str) -> float:

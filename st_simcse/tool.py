@@ -1,7 +1,9 @@
 """The paper's ``simcse`` tool (``from simcse import SimCSE``, version 0.4) on sentence-transformers: the same
-class, signatures, defaults and return types, so a user of the old tool changes only the import. Encoding runs
-through :func:`st_simcse.load_simcse_model`; search uses FAISS where it is installed (``pip install
-"st-simcse[faiss]"``) and sentence-transformers' exact ``semantic_search`` otherwise."""
+class, signatures, defaults and return types, so a user of the old tool changes only the import. The model loads
+through :func:`st_simcse.load_simcse_model`: a sentence-transformers model (a folder or hub name with
+``modules.json``, e.g. a recipe's output folder) as it was saved, a plain transformers checkpoint with the paper's
+pooler. Search uses FAISS where it is installed (``pip install "st-simcse[faiss]"``) and sentence-transformers'
+exact ``semantic_search`` otherwise."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from numpy import ndarray
 from sentence_transformers.util import semantic_search
 from torch import Tensor
 
-from st_simcse.models import default_pooler, load_simcse_model
+from st_simcse.models import default_pooler, is_sentence_transformer, load_simcse_model
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +39,18 @@ class SimCSE:
     """Embed sentences, compare them and search a corpus with a SimCSE model, as the paper's tool does.
 
     Args:
-        model_name_or_path: A released SimCSE checkpoint (``princeton-nlp/sup-simcse-bert-base-uncased``) or any
-            transformers checkpoint or local path.
+        model_name_or_path: A sentence-transformers model (a folder or hub name with ``modules.json``, such as a
+            recipe's output folder or ``sentence-transformers/all-MiniLM-L6-v2``), which encodes exactly as
+            ``SentenceTransformer(model_name_or_path)`` does, with its own pooling, Dense and Normalize modules;
+            or a released SimCSE checkpoint (``princeton-nlp/sup-simcse-bert-base-uncased``) or any other plain
+            transformers checkpoint or local path, with the paper's pooler.
         device: ``"cuda"``, ``"cpu"``, ...; default: CUDA when available.
         num_cells: Number of IVF cells of the FAISS index built with ``faiss_fast=True``.
         num_cells_in_search: Cells probed per query in that index.
-        pooler: ``"cls"`` (BERT's trained pooler over [CLS]) or ``"cls_before_pooler"`` (the last layer's [CLS]);
-            default: ``cls_before_pooler`` for a name containing "unsup", else ``cls``, as the paper's tool picks.
+        pooler: For a plain transformers checkpoint: ``"cls"`` (BERT's trained pooler over [CLS]),
+            ``"cls_before_pooler"`` (the last layer's [CLS]) or ``"avg"``; default: ``cls_before_pooler`` for a
+            name containing "unsup", else ``cls``, as the paper's tool picks. A sentence-transformers model pools
+            with its own modules: a pooler for it raises a ``ValueError``, and :attr:`pooler` is None.
 
     Example:
         ::
@@ -66,7 +73,10 @@ class SimCSE:
         pooler: str | None = None,
     ) -> None:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.pooler = pooler or default_pooler(model_name_or_path)
+        # The paper's name-based pooler rule is for its plain checkpoints; a sentence-transformers model (whatever
+        # its name) pools with its own modules, and load_simcse_model refuses a pooler for it.
+        own_modules = pooler is None and is_sentence_transformer(model_name_or_path)
+        self.pooler = None if own_modules else pooler or default_pooler(model_name_or_path)
         self.model = load_simcse_model(model_name_or_path, self.pooler, device=self.device)
         self.index: dict[str, Any] | None = None
         self.is_faiss_index = False
@@ -85,7 +95,8 @@ class SimCSE:
     ) -> ndarray | Tensor:
         """Embeddings of ``sentence``: a ``(dim,)`` vector for one string (``(1, dim)`` with ``keepdim``), an
         ``(N, dim)`` matrix for a list; a CPU tensor, or a numpy array with ``return_numpy``. Sentences are
-        truncated to ``max_length`` tokens and, with ``normalize_to_unit``, scaled to unit length."""
+        truncated to ``max_length`` tokens (for this call only; a sentence-transformers model too) and, with
+        ``normalize_to_unit``, scaled to unit length."""
         sentences, single = _as_list(sentence, "sentence")
         previous = self.model.max_seq_length
         self.model.max_seq_length = max_length
@@ -130,9 +141,10 @@ class SimCSE:
         batch_size: int = 64,
     ) -> None:
         """Embed a corpus (a list of sentences, or the path of a file with one sentence per line) for
-        :meth:`search`. ``use_faiss=None`` uses FAISS where it is installed; ``faiss_fast`` builds an approximate
-        IVF index with up to ``num_cells`` cells (at most one per 39 sentences) instead of an exact one; its scores
-        are cosine similarities like exact search's."""
+        :meth:`search`. Blank lines of the file and blank or whitespace-only strings of the list are skipped: they
+        are never indexed, so ``''`` is never a hit. ``use_faiss=None`` uses FAISS where it is installed;
+        ``faiss_fast`` builds an approximate IVF index with up to ``num_cells`` cells (at most one per 39 sentences)
+        instead of an exact one; its scores are cosine similarities like exact search's."""
         if isinstance(sentences_or_file_path, str):
             path = sentences_or_file_path
             if not os.path.isfile(path):
@@ -140,9 +152,16 @@ class SimCSE:
                     f"Corpus file not found: {path!r}. Pass a list of sentences, or a file with one sentence per line."
                 )
             with open(path, encoding="utf-8") as handle:
-                sentences = [line.rstrip("\n") for line in handle]
+                given = [line.rstrip("\r\n") for line in handle]
         else:
-            sentences = list(sentences_or_file_path)
+            given = list(sentences_or_file_path)
+        # An empty line (a file's trailing or separating newline) is no sentence: indexed, '' would be a search hit.
+        sentences = [sentence for sentence in given if not isinstance(sentence, str) or sentence.strip()]
+        if given and not sentences:
+            raise ValueError(
+                f"The corpus has no sentences: its {len(given)} line(s) or string(s) are all blank. Pass a list of "
+                "sentences, or a file with one sentence per line."
+            )
         sentences, _ = _as_list(sentences, "The corpus")
         faiss = _import_faiss() if use_faiss is None or use_faiss else None
         if use_faiss and faiss is None:

@@ -5,14 +5,18 @@ import math
 import subprocess
 import sys
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from conftest import REPO, sentences
 from scipy.stats import spearmanr
+from sentence_transformers import SentenceTransformer
 
-from st_simcse import AlignmentUniformityEvaluator, load_sts_tasks, sts_evaluator
+from st_simcse import AlignmentUniformityEvaluator, evaluate, load_sts_tasks, sts_evaluator
+from st_simcse.console import run_cli
 from st_simcse.evaluation import STS_YEAR_SUBSETS, STSData, alignment_uniformity
+from st_simcse.plots import alignment_uniformity_figure, plot_alignment_uniformity
 
 
 def _write_pairs(folder, subset, pairs, scores):
@@ -217,3 +221,120 @@ def test_cli_refuses_a_pooling_for_a_saved_model(tmp_path, tiny_model, senteval_
     assert completed.returncode == 2
     assert "is a saved SentenceTransformer, which pools with its own modules" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def _write_scored_pairs(path, count: int = 40, seed: int = 3) -> tuple[list[str], list[str], list[float]]:
+    """A csv of ``count`` random scored pairs; returns its columns."""
+    texts = sentences(2 * count, seed=seed)
+    scores = [round(float(x), 2) for x in np.random.default_rng(seed).uniform(0, 5, count)]
+    rows = ["sentence1,sentence2,score", *(f"{a},{b},{s}" for a, b, s in zip(texts[::2], texts[1::2], scores))]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return texts[::2], texts[1::2], scores
+
+
+@pytest.fixture
+def splade_folder(splade_tiny, tmp_path) -> str:
+    """A recipe-like saved model. splade-tiny's cosines spread out (a random BERT's are all near 1, so their order
+    would be decided by rounding, which batching changes)."""
+    from st_simcse import build_model
+
+    build_model(splade_tiny, pooling="cls", max_seq_length=32).save(str(tmp_path / "saved"))
+    return str(tmp_path / "saved")
+
+
+def test_cli_scores_a_test_file_alone(tmp_path, splade_folder, capsys, hub_unreachable):
+    """No --senteval-dir and the hub out of reach: only the pairs are scored, as scipy scores the model's cosines."""
+    folder = splade_folder
+    first, second, scores = _write_scored_pairs(tmp_path / "pairs.csv")
+    out = tmp_path / "result.json"
+    run_cli(evaluate.main, [str(folder), "--test-file", str(tmp_path / "pairs.csv"), "--output", str(out)])
+    printed = capsys.readouterr().out
+
+    embeddings = SentenceTransformer(str(folder), device="cpu").encode([*first, *second])  # sentences of <= 8 words
+    a, b = embeddings[: len(first)], embeddings[len(first) :]
+    cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    expected = spearmanr(cosines, scores).statistic
+    payload = json.loads(out.read_text())
+    assert payload["metrics"]["test_spearman_cosine"] == pytest.approx(expected, abs=1e-6)
+    assert (payload["test_file"]["path"], payload["test_file"]["pairs"]) == (str(tmp_path / "pairs.csv"), 40)
+    assert payload["test_file"]["spearman"] == pytest.approx(100 * expected, abs=0.006)  # x 100, 2 decimals
+    assert "table" not in payload  # the STS tasks did not run
+    caption = f"(model's own pooling) on the 40 pairs of --test-file {tmp_path / 'pairs.csv'}, Spearman x 100 of the"
+    assert caption in printed and f"cosine: {100 * expected:.2f}" in printed, printed
+
+
+def test_cli_reports_the_sts_tasks_and_a_test_file(tmp_path, splade_folder, capsys):
+    folder = splade_folder
+    root = make_senteval(tmp_path / "senteval")
+    _write_scored_pairs(tmp_path / "pairs.csv")
+    arguments = [str(folder), "--senteval-dir", str(root), "--test-file", str(tmp_path / "pairs.csv")]
+    payload = run_cli(evaluate.main, arguments)
+    printed = capsys.readouterr().out
+    assert "on the 7 STS test tasks" in printed and "pairs of --test-file" in printed
+    sts = sts_evaluator(str(root), "test")(SentenceTransformer(folder, device="cpu"))
+    assert payload["table"] == sts_evaluator(str(root), "test").table(sts)
+    assert payload["test_file"]["pairs"] == 40 and "test_spearman_cosine" in payload["metrics"]
+    assert payload["metrics"]["sts_test_avg"] == pytest.approx(sts["sts_test_avg"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("sentence1,sentence2,score\n", "has a header line ('sentence1,sentence2,score') but no pairs"),
+        ("sentence1;sentence2;score\na;b;1\nc;d;2\n", "its lines look separated by ';'"),
+        ("sentence1,sentence2,score\na,b,high\nc,d,1\n", "row 1: score 'high' is not a number"),
+    ],
+)
+def test_cli_bad_test_file_fails_before_the_model_loads(tmp_path, monkeypatch, capsys, tiny_model, content, message):
+    tiny_model.save(str(tmp_path / "saved"))
+    (tmp_path / "pairs.csv").write_text(content)
+    built = []
+    for name in ("build_model", "reference_pooler_model"):
+        monkeypatch.setattr(evaluate, name, lambda *args, **kwargs: built.append(args))
+    capsys.readouterr()  # the fixture's and the save's progress bars
+    with pytest.raises(SystemExit) as exited:
+        run_cli(evaluate.main, [str(tmp_path / "saved"), "--test-file", str(tmp_path / "pairs.csv")])
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 2 and built == []
+    assert stderr.startswith("error: --test-file ") and stderr.count("\n") == 1 and message in stderr, stderr
+    assert "Traceback" not in stderr
+
+
+# A run's values often span a tiny range: matplotlib's defaults label such axes "-0.00012 ... + -3.7".
+TINY_RANGE = [(step, 0.2601 - step * 1e-6, -3.70012 + step * 1.5e-7) for step in range(0, 875, 125)]
+REALISTIC = [(step, 0.26 - step * 8e-5, -3.69 - step * 4e-5) for step in range(0, 875, 125)]
+
+
+@pytest.mark.parametrize("points", [REALISTIC, TINY_RANGE, REALISTIC[:1]], ids=["realistic", "tiny", "one"])
+def test_alignment_uniformity_plot_has_plain_readable_ticks(tmp_path, points):
+    figure = alignment_uniformity_figure(points)
+    try:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        axes = figure.axes[0]
+        for axis in (axes.xaxis, axes.yaxis):
+            assert axis.get_offset_text().get_text() == ""  # no "+ -3.7" or "1e-5" beside the axis
+            low, high = sorted(axis.get_view_interval())
+            coordinate = 0 if axis is axes.xaxis else 1
+            ticks = [
+                label
+                for label in axis.get_ticklabels()
+                if label.get_visible() and label.get_text() and low <= label.get_position()[coordinate] <= high
+            ]
+            assert 2 <= len(ticks) <= 6
+            texts = [label.get_text().replace("\N{MINUS SIGN}", "-") for label in ticks]
+            assert len(set(texts)) == len(texts) and not any("e" in text for text in texts), texts
+            for label, text in zip(ticks, texts):  # each label is its tick's own value, written out
+                position = label.get_position()[coordinate]
+                decimals = len(text.split(".")[1]) if "." in text else 0
+                assert float(text) == pytest.approx(position, abs=0.6 * 10**-decimals)
+            boxes = [label.get_window_extent(renderer) for label in ticks]
+            assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]), texts
+        inside = figure.bbox
+        for text in axes.texts:  # the step labels
+            box = text.get_window_extent(renderer)
+            assert inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+    finally:
+        plt.close(figure)
+    plot_alignment_uniformity(points, str(tmp_path / "align_uniform.png"))
+    assert (tmp_path / "align_uniform.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

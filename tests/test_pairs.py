@@ -79,3 +79,49 @@ def test_bad_pairs_files(tmp_path, content, message):
 def test_missing_pairs_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="--dev-file not found: .*nope.csv"):
         load_scored_pairs(tmp_path / "nope.csv", "dev")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "messages"),
+    [
+        ("dev.csv", "sentence1,sentence2,score\n", ["has a header line ('sentence1,sentence2,score') but no pairs"]),
+        ("dev.tsv", "sentence1\tsentence2\tscore\n\n", ["but no pairs", "a score separated by tabs"]),
+        ("dev.csv", "", ["is empty: write a header line sentence1, sentence2, score"]),
+        (
+            "dev.csv",
+            "sentence1;sentence2;score\na man;a woman;1\nb;c;2\n",
+            [
+                "its lines look separated by ';' (first line 'sentence1;sentence2;score'), but a .csv file is read "
+                "with commas, so it reads as one column, 'sentence1;sentence2;score', instead of the columns",
+                "Fix: separate the fields with commas",
+            ],
+        ),
+        # A comma inside a sentence makes the pandas parser fail instead of reading one column.
+        ("dev.csv", "sentence1;sentence2;score\na man, tall;a woman;1\nb;c;2\n", ["look separated by ';'"]),
+        (
+            "dev.csv",
+            "sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\n",
+            ["look separated by tabs", "name the file .tsv (tab-separated), or separate the fields with commas"],
+        ),
+        ("dev.tsv", "sentence1,sentence2,score\na,b,1\nc,d,2\n", ["look separated by commas", "name the file .csv"]),
+        ("dev.txt", "sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\n", ["is read as plain text", ".tsv"]),
+    ],
+)
+def test_almost_right_pairs_files_say_what_is_wrong(tmp_path, name, content, messages):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError) as raised:
+        load_scored_pairs(path, "dev")
+    assert str(raised.value).startswith(f"--dev-file {path}")
+    for message in messages:
+        assert message in str(raised.value), str(raised.value)
+
+
+def test_compressed_semicolon_file_says_what_is_wrong(tmp_path):
+    import gzip
+
+    path = tmp_path / "dev.csv.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write("sentence1;sentence2;score\na;b;1\nc;d;2\n")
+    with pytest.raises(ValueError, match="look separated by ';'.* but a .csv file is read with commas"):
+        load_scored_pairs(path, "dev")

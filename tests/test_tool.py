@@ -3,20 +3,43 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
+from sentence_transformers import SentenceTransformer
 
-from st_simcse import SimCSE, read_sentences
+from st_simcse import SimCSE, build_model, read_sentences
 
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
+# Short enough that the tool's default max_length=128 truncates none of them.
+SENTENCES = ["a man plays a guitar", "two dogs run in the park", "the sun is bright", "A woman is reading."]
 
 
 @pytest.fixture(scope="module")
 def tool(splade_tiny):
     # splade-tiny has no trained pooler, so the [CLS] of the last layer (the unsupervised models' pooler).
     return SimCSE(splade_tiny, device="cpu", pooler="cls_before_pooler")
+
+
+@pytest.fixture(scope="module")
+def minilm() -> str:
+    """all-MiniLM-L6-v2, a sentence-transformers model folder: Transformer + mean Pooling + Normalize."""
+    path = SHARED / "models" / "all-MiniLM-L6-v2"
+    if not path.exists():
+        pytest.skip(f"needs {path} (the shared offline testbed beside the checkout), which is absent here")
+    return str(path)
+
+
+@pytest.fixture
+def recipe_folder(splade_tiny, tmp_path) -> str:
+    """A folder as a recipe saves it: Transformer + Pooling("cls"), no Normalize, named without "unsup"."""
+    torch.manual_seed(0)
+    build_model(splade_tiny, pooling="cls", max_seq_length=32).save(str(tmp_path / "mymodel"))
+    return str(tmp_path / "mymodel")
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +163,62 @@ def test_bad_input(splade_tiny, tmp_path):
         fresh.build_index([])
     with pytest.raises(FileNotFoundError, match="Corpus file not found"):
         fresh.build_index(str(tmp_path / "missing.txt"))
+
+
+@pytest.mark.parametrize("name", [None, "unsup-minilm", "my-minilm"])
+def test_sentence_transformer_model_encodes_as_saved(minilm, tmp_path, name):
+    """Its own mean pooling and Normalize, whatever the folder is called: no [CLS], no untrained BERT pooler."""
+    path = minilm
+    if name is not None:
+        # The same files under another folder name (links: the name is what the paper's pooler rule reads).
+        shutil.copytree(minilm, tmp_path / name, copy_function=os.symlink)
+        path = str(tmp_path / name)
+    expected = SentenceTransformer(minilm, device="cpu").encode(SENTENCES)
+    tool = SimCSE(path, device="cpu")
+    assert tool.pooler is None
+    assert [type(module).__name__ for module in tool.model] == ["Transformer", "Pooling", "Normalize"]
+    np.testing.assert_allclose(tool.encode(SENTENCES, return_numpy=True), expected, atol=1e-5, rtol=0)
+    assert tool.similarity(SENTENCES[0], SENTENCES[1]) == pytest.approx(float(expected[0] @ expected[1]), abs=1e-5)
+
+
+def test_recipe_output_folder_encodes_as_saved(recipe_folder):
+    reference = SentenceTransformer(recipe_folder, device="cpu")
+    tool = SimCSE(recipe_folder, device="cpu")  # no "unsup" in the name: still no Dense from a pooler
+    assert [type(module).__name__ for module in tool.model] == ["Transformer", "Pooling"]
+    expected = reference.encode(SENTENCES, normalize_embeddings=True)
+    np.testing.assert_allclose(tool.encode(SENTENCES, return_numpy=True), expected, atol=1e-5, rtol=0)
+    raw = reference.encode(SENTENCES)
+    np.testing.assert_allclose(tool.encode(SENTENCES, normalize_to_unit=False, return_numpy=True), raw, atol=1e-5)
+    vector = tool.encode(SENTENCES[0])
+    assert isinstance(vector, torch.Tensor) and vector.shape == (raw.shape[1],)
+
+
+def test_sentence_transformer_model_truncates_to_max_length_for_the_call(recipe_folder):
+    long = " ".join(["a man plays a guitar in the park"] * 8)  # about 50 tokens
+    reference = SentenceTransformer(recipe_folder, device="cpu")
+    reference.max_seq_length = 8
+    expected = reference.encode([long], normalize_embeddings=True)
+    tool = SimCSE(recipe_folder, device="cpu")
+    saved_length = tool.model.max_seq_length
+    np.testing.assert_allclose(tool.encode([long], max_length=8, return_numpy=True), expected, atol=1e-5, rtol=0)
+    assert tool.model.max_seq_length == saved_length  # set for the call only
+    assert not np.allclose(tool.encode([long], return_numpy=True), expected, atol=1e-3)  # 128 tokens: whole
+
+
+def test_pooler_for_a_sentence_transformer_model_is_refused(recipe_folder):
+    with pytest.raises(ValueError, match="sentence-transformers model .*which pools with its own modules; pooler"):
+        SimCSE(recipe_folder, device="cpu", pooler="cls_before_pooler")
+
+
+def test_build_index_skips_blank_lines(tool, tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\na man plays a guitar\n\n   \na dog runs\r\n\n\t\nthe sun is bright\n\n", encoding="utf-8")
+    tool.build_index(str(path), use_faiss=False)
+    assert tool.index["sentences"] == ["a man plays a guitar", "a dog runs", "the sun is bright"]
+    assert tool.index["index"].shape[0] == 3
+    hits = tool.search(["a man plays a guitar", "", "a cat"], threshold=-1.0, top_k=10)  # every corpus sentence
+    assert all(len(row) == 3 and "" not in [sentence for sentence, _ in row] for row in hits)
+    tool.build_index(["", "a dog runs", "  ", "\t", "a cat sits"], use_faiss=False)
+    assert tool.index["sentences"] == ["a dog runs", "a cat sits"]
+    with pytest.raises(ValueError, match="The corpus has no sentences: its 3 line.s. or string.s. are all blank"):
+        tool.build_index(["", " ", "\n"])
