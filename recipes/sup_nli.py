@@ -69,6 +69,7 @@ KNOBS = [
     knob("eval_batch_size", 128),
     knob("seed", 42),
     knob("seeds", None),
+    knob("keep_checkpoints", False),
     knob("output_dir", "output/sup-simcse"),
 ]
 # The offline testbed (--quick): 6k SNLI triplets, so smaller batches (more steps).
@@ -105,6 +106,7 @@ def train(args: argparse.Namespace) -> dict:
         return report_finished(run)
     dataset = TripletDataset.from_nli_csv(resolve_training_file(args.train_file))
     check_corpus_size(len(dataset), args)
+    run.claim()  # one folder, one run: held until this process ends; another run there is refused
     log_path = log_to_file(args.output_dir)
     kind = "triplets" if isinstance(dataset, TripletDataset) else "pairs (no hard negatives)"
     print(f"{len(dataset)} training {kind}")

@@ -121,6 +121,7 @@ KNOBS = [
     knob("eval_batch_size", 128),
     knob("seed", 42),
     knob("seeds", None),
+    knob("keep_checkpoints", False),
     knob("output_dir", "output/unsup-simcse"),
 ]
 # The offline testbed (--quick): its model, data and SentEval folder.
@@ -208,6 +209,7 @@ def train(args: argparse.Namespace) -> dict:
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)
+    run.claim()  # one folder, one run: held until this process ends; another run there is refused
     log_path = log_to_file(args.output_dir)
     print(dataset.describe())
 

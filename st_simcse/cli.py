@@ -1,7 +1,8 @@
 """The command-line layer of the recipes: each recipe lists its knobs (name, the paper's value, what it does) at its
 top; this module turns that list into ``--options`` (a resume reads the run's own options back), checks every value
 before a model is loaded, sends the libraries' logging to a file in the output folder, and turns user errors into
-one line and exit code 2, and Ctrl-C into one line naming the resume command and exit code 130."""
+one line and exit code 2, a stop (Ctrl-C, SIGTERM) into a checkpoint and one line naming the resume command (exit code
+130 or 143), and a failure mid-run into one line naming the last complete checkpoint (exit code 1)."""
 
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ from st_simcse.runs import (
     AMP_MODES,
     SCHEDULERS,
     TRAINING_PATHS,
+    RunFailed,
     RunInterrupted,
     StartedRunError,
     TrainingRun,
     saved_arguments,
 )
 from st_simcse.sources import check_model_source, hub_offline_mode, hub_reachable, looks_like_local_path
+from st_simcse.stopping import EXIT_CODES, stop_on_signals
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +131,9 @@ COMMON_KNOBS: dict[str, dict[str, Any]] = {
     },
     "streaming": {"help": "stream --train-file batch by batch (corpora beyond memory or disk; needs --max-steps)"},
     "output_dir": {"help": "where the model, metrics, plots, checkpoints and log go"},
+    "keep_checkpoints": {
+        "help": "keep checkpoints/ when the run finishes (an unfinished run always keeps them, for --resume)"
+    },
 }
 
 
@@ -246,6 +252,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         if not condition:
             raise ValueError(message)
 
+    for name, value in vars(args).items():  # inf and nan pass every comparison below that they should fail
+        require(
+            not isinstance(value, float) or math.isfinite(value),
+            f"--{name.replace('_', '-')} must be a finite number, got {value}.",
+        )
     require(
         args.batch_size >= 2,
         f"--batch-size must be at least 2 (the rest of the batch are the negatives), got {args.batch_size}.",
@@ -340,6 +351,7 @@ def checked_training_run(args: argparse.Namespace, loss_owns_state: bool = False
         training_path=args.training_path,
         streaming=getattr(args, "streaming", False),
         sts_test=args.sts_test,
+        keep_checkpoints=args.keep_checkpoints,
         serving_max_seq_length=describe_start_model(args.model).max_seq_length
         if model_is_describable(args.model)
         else None,
@@ -379,28 +391,47 @@ def close_progress_bars() -> None:
 
 def run_main(main: Callable[[list[str]], Any]) -> None:
     """Run a recipe's ``main`` under the console contract (:func:`st_simcse.console.run_cli`: one ``error:`` line and
-    exit code 2 for a user error); Ctrl-C during training prints one line with the resume command, exit code 130."""
+    exit code 2 for a user error found before anything ran). A run stopped by Ctrl-C or SIGTERM (checkpointed at the
+    step it was in, :mod:`st_simcse.stopping`) ends with one line naming the resume command and exit code 130 or
+    143; a run that failed after it started (a full disk, a bug) with one ``error:`` line naming the last complete
+    checkpoint and the resume command, and exit code 1."""
 
     def main_resumable(argv: list[str]) -> Any:
-        try:
-            return main(argv)
-        except RunInterrupted as stopped:
-            close_progress_bars()  # else the training bar is drawn again below the message when the process exits
-            if stopped.checkpoint is None:
-                print(
-                    f"\ninterrupted before the first checkpoint of {stopped.output_dir}: nothing to resume; run the "
-                    "same command again to start afresh.",
-                    file=sys.stderr,
-                )
-            else:
-                print(
-                    f"\ninterrupted; the last checkpoint is {stopped.checkpoint}. Resume with: "
-                    f"{resume_command(stopped.output_dir)}",
-                    file=sys.stderr,
-                )
-            sys.exit(130)
+        with stop_on_signals():
+            try:
+                return main(argv)
+            except RunInterrupted as stopped:
+                close_progress_bars()  # else the training bar is drawn again below the message when the process exits
+                print(f"\n{interrupted_line(stopped)}", file=sys.stderr)
+                sys.exit(EXIT_CODES.get(stopped.signal_number, 130))
+            except RunFailed as failed:
+                close_progress_bars()
+                print(f"\n{failed_line(failed)}", file=sys.stderr)
+                sys.exit(1)
 
     run_cli(main_resumable)
+
+
+def interrupted_line(stopped: RunInterrupted) -> str:
+    if stopped.checkpoint is None:
+        return (
+            f"interrupted before the first checkpoint of {stopped.output_dir}: nothing to resume; run the same "
+            "command again to start afresh."
+        )
+    resume = resume_command(stopped.output_dir)
+    return f"interrupted; the last checkpoint is {stopped.checkpoint}. Resume with: {resume}"
+
+
+def failed_line(failed: RunFailed) -> str:
+    if failed.checkpoint is None:
+        return (
+            f"error: the run failed: {failed.reason}. It had no checkpoint yet: once that is fixed, run the same "
+            "command again (details in run.log)."
+        )
+    return (
+        f"error: the run failed: {failed.reason}. The last complete checkpoint is {failed.checkpoint}; once that is "
+        f"fixed, resume with: {resume_command(failed.output_dir)} (details in run.log)"
+    )
 
 
 def launched_on_several_devices() -> bool:

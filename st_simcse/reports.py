@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import warnings
+from functools import partialmethod
 
 from st_simcse.evaluation import print_table
 from st_simcse.runs import (
@@ -52,7 +54,18 @@ def log_to_file(output_dir: str) -> str:
     transformers.logging.disable_progress_bar()  # the weight-loading bars; the training bar stays
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
     logging.captureWarnings(True)
+    if not sys.stderr.isatty():
+        no_progress_bars()
     return path
+
+
+def no_progress_bars() -> None:
+    """Turn every tqdm bar of this process off (the libraries' too: datasets', the model card's), for output that
+    goes to a file or a pipe, where a bar's carriage-return redraws become thousands of fragments; the training
+    progress comes as whole lines instead (st_simcse.training.ProgressLines)."""
+    from tqdm import tqdm
+
+    tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
 
 
 def report_results(metrics: dict, run: TrainingRun, log_path: str) -> None:
@@ -73,16 +86,18 @@ def report_results(metrics: dict, run: TrainingRun, log_path: str) -> None:
         print(f"\nSTS test, Spearman x 100 (SentEval protocol), of the best model ({chosen}):")
         print_table(metrics["test"])
     else:
-        print(f"\nThe paper's 7-task STS table is skipped: {metrics['sts_skipped']}.")
+        print(f"\n{metrics['sts_skipped']}")
     out = run.output_dir
     print("\nWrote:")
-    for what, path in (
+    outputs = [
         ("model (SentenceTransformer(path) loads it)", out),
         ("metrics, dev history, arguments", os.path.join(out, METRICS_FILE)),
         ("dev curve", os.path.join(out, DEV_CURVE_PNG)),
         ("alignment/uniformity plot", os.path.join(out, ALIGN_UNIFORM_PNG)),
-        ("checkpoints (for --resume)", os.path.join(out, CHECKPOINTS)),
         ("options of the run", os.path.join(out, ARGUMENTS_FILE)),
         ("full log", log_path),
-    ):
+    ]
+    if run.keep_checkpoints:
+        outputs.insert(4, ("checkpoints (--keep-checkpoints)", os.path.join(out, CHECKPOINTS)))
+    for what, path in outputs:
         print(f"  {what:<44} {path}")

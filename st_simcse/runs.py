@@ -7,6 +7,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
+import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +21,10 @@ from st_simcse.losses.state import LOSS_STATE_FILE
 from st_simcse.sources import SourceError, check_hub_name, check_writable_folder
 
 CHECKPOINTS = "checkpoints"
+# Inside CHECKPOINTS: a checkpoint being written, renamed to checkpoint-N once complete (st_simcse.checkpoints).
+STAGING = ".partial"
+# Held (an OS lock, released when the process dies) by the run that uses the output folder.
+LOCK_FILE = "run.lock"
 BEST_MODEL = "best_model"
 HISTORY_FILE = "dev_history.json"
 METRICS_FILE = "metrics.json"
@@ -24,7 +32,7 @@ ARGUMENTS_FILE = "arguments.json"
 DEV_CURVE_PNG = "dev_curve.png"
 ALIGN_UNIFORM_PNG = "align_uniform.png"
 # Options that may differ between a run and its resumption: they do not change what is trained.
-RESUMABLE_CHANGES = ("resume", "eval_batch_size", "output_dir")
+RESUMABLE_CHANGES = ("resume", "eval_batch_size", "output_dir", "keep_checkpoints", "sts_test")
 # model.fit's names for the learning-rate schedules.
 SCHEDULERS = ("WarmupLinear", "WarmupConstant", "ConstantLR", "WarmupCosine", "WarmupCosineWithHardRestarts")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
@@ -40,13 +48,26 @@ class StartedRunError(ValueError):
     """The output folder holds a started, unfinished run, and this run does not resume it."""
 
 
-class RunInterrupted(Exception):
-    """Training stopped on Ctrl-C; ``checkpoint`` is the last complete checkpoint a resume continues from (None if the
-    run was stopped before its first one)."""
+class RunLockedError(ValueError):
+    """The output folder is in use by a run that is still alive."""
 
-    def __init__(self, output_dir: str, checkpoint: str | None) -> None:
-        super().__init__(output_dir, checkpoint)
-        self.output_dir, self.checkpoint = output_dir, checkpoint
+
+class RunInterrupted(Exception):
+    """The run stopped on a signal (Ctrl-C's SIGINT, a scheduler's SIGTERM); ``checkpoint`` is the last complete
+    checkpoint a resume continues from (None if the run was stopped before its first one)."""
+
+    def __init__(self, output_dir: str, checkpoint: str | None, signal_number: int = signal.SIGINT) -> None:
+        super().__init__(output_dir, checkpoint, signal_number)
+        self.output_dir, self.checkpoint, self.signal_number = output_dir, checkpoint, signal_number
+
+
+class RunFailed(Exception):
+    """The run failed after it started (a full disk, a folder that became read-only, a bug); ``reason`` is one line,
+    ``checkpoint`` the last complete checkpoint a resume continues from once the cause is fixed (None: none yet)."""
+
+    def __init__(self, output_dir: str, checkpoint: str | None, reason: str) -> None:
+        super().__init__(output_dir, checkpoint, reason)
+        self.output_dir, self.checkpoint, self.reason = output_dir, checkpoint, reason
 
 
 @dataclass
@@ -56,7 +77,9 @@ class TrainingRun:
     scaler), fp16 autocast with model.fit's scaler on other GPUs, and none on a CPU. ``dev_file`` / ``test_file``:
     the user's scored pairs for model selection and the final report (None: STS-B dev, the paper's 7 tasks).
     ``serving_max_seq_length``: the length the saved model encodes with (None: the encoder's own limit).
-    ``sts_test``: end with the paper's 7-task STS table of the kept model (False: only the user's ``test_file``)."""
+    ``sts_test``: end with the paper's 7-task STS table of the kept model (False: only the user's ``test_file``).
+    ``keep_checkpoints``: keep ``checkpoints/`` when the run finishes (by default only an unfinished run keeps them,
+    for its resume)."""
 
     output_dir: str
     senteval_dir: str | None
@@ -78,6 +101,7 @@ class TrainingRun:
     training_path: str = "auto"
     streaming: bool = False
     sts_test: bool = True
+    keep_checkpoints: bool = False
     serving_max_seq_length: int | None = None
     loss_owns_state: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -149,6 +173,8 @@ class TrainingRun:
         if self.training_path not in TRAINING_PATHS:
             raise ValueError(f"training_path must be one of {TRAINING_PATHS}, got {self.training_path!r}.")
         check_writable_folder(self.output_dir)
+        if is_main_process():
+            refuse_if_locked(self.output_dir)  # before any advice about the folder's checkpoints: they may be live
         self._check_yardsticks()
         if self.finished:
             if not self.resume:
@@ -164,7 +190,7 @@ class TrainingRun:
                 "choose another output folder; nothing there is overwritten."
             )
         if self.resume and step is not None:
-            self._check_resumable(step)
+            self._check_resumable()
 
     def _check_yardsticks(self) -> None:
         """The dev set that selects the model and the test sets of the final report exist and can be read."""
@@ -185,15 +211,9 @@ class TrainingRun:
                 "PAIRS (your own scored pairs) or --senteval-dir DIR."
             )
 
-    def _check_resumable(self, step: int) -> None:
-        checkpoint = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
-        missing = [name for name in self._checkpoint_files() if not os.path.isfile(os.path.join(checkpoint, name))]
-        if missing:
-            raise ValueError(
-                f"Cannot resume: {checkpoint} is incomplete (no {', '.join(missing)}; the run was probably killed "
-                "while saving it). Delete that folder to resume from the checkpoint before it, if one is left, or "
-                "start afresh in another output folder."
-            )
+    def _check_resumable(self) -> None:
+        # An incomplete checkpoint (one an older st_simcse wrote in place when its run died) is set aside by claim();
+        # the run resumes from the newest complete one, or from its beginning where none is left.
         saved = saved_arguments(self.output_dir)
         changed = {
             name: (saved.get(name), value)
@@ -208,6 +228,28 @@ class TrainingRun:
                 "Resume with the options it was started with, or start a new run in another output folder."
             )
 
+    def claim(self) -> None:
+        """Take the output folder for this run (an OS lock held until the process ends; another live run there is
+        refused, naming its process) and clear what a dead run left half-written: a checkpoint being staged, and
+        checkpoints that an older st_simcse wrote in place and never completed. Call it after every check, right
+        before the run's first write."""
+        if not is_main_process():
+            return
+        acquire_run_lock(self.output_dir)
+        shutil.rmtree(os.path.join(self.checkpoint_dir, STAGING), ignore_errors=True)
+        complete = self.last_complete_checkpoint()
+        for step in checkpoint_steps(self.checkpoint_dir):
+            folder = os.path.join(self.checkpoint_dir, f"checkpoint-{step}")
+            if complete is None or step > int(complete.rsplit("-", 1)[1]):
+                shutil.rmtree(folder)
+                where = f"from {complete}" if complete else "from its beginning"
+                print(f"{folder} was incomplete (its run died while writing it) and is removed; resuming {where}.")
+
+    def release(self) -> None:
+        """Give the output folder up (a finished run): the lock file goes, the lock with it."""
+        if is_main_process():
+            release_run_lock(self.output_dir)
+
     def last_complete_checkpoint(self) -> str | None:
         """The newest checkpoint that a resume can continue from (a checkpoint being written is not one)."""
         steps = sorted(checkpoint_steps(self.checkpoint_dir), reverse=True)
@@ -220,6 +262,97 @@ class TrainingRun:
     def _checkpoint_files(self) -> list[str]:
         """What a checkpoint holds once it is complete (the loss state too, where the loss owns parameters)."""
         return ["trainer_state.json", "modules.json"] + ([LOSS_STATE_FILE] if self.loss_owns_state else [])
+
+
+def is_main_process() -> bool:
+    """The first process under torchrun (the only one that writes files), or the only one."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# The lock files this process holds, by folder: open for the life of the process, so the OS releases the lock when
+# the process dies however it dies, and a killed run never leaves a stale lock.
+_held_locks: dict[str, int] = {}
+
+
+def _try_lock(descriptor: int, exclusive: bool) -> bool:
+    if sys.platform == "win32":  # pragma: no cover - no Windows CI
+        import msvcrt
+
+        try:
+            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1) if not exclusive else None
+        return True
+    import fcntl
+
+    try:
+        fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    if not exclusive:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+    return True
+
+
+def lock_holder(output_dir: str) -> str | None:
+    """Who holds ``output_dir``'s lock ("process 1234 (python recipes/unsup_wiki.py ...), since 07:12:03"), or None
+    where no live process does (no lock file, or a dead run's)."""
+    path = os.path.join(output_dir, LOCK_FILE)
+    if os.path.abspath(output_dir) in _held_locks or not os.path.isfile(path):
+        return None
+    descriptor = os.open(path, os.O_RDWR if sys.platform == "win32" else os.O_RDONLY)
+    try:
+        if _try_lock(descriptor, exclusive=False):
+            return None
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip() or "another process"
+    finally:
+        os.close(descriptor)
+
+
+def locked_message(output_dir: str, holder: str) -> str:
+    return (
+        f"{output_dir} is in use by a run that is still going: {holder}. Two runs in one folder would overwrite each "
+        "other's model, metrics and checkpoints. Wait for it to end (or stop it: it writes a checkpoint and names "
+        "its resume command), or choose another --output-dir."
+    )
+
+
+def refuse_if_locked(output_dir: str) -> None:
+    holder = lock_holder(output_dir)
+    if holder is not None:
+        raise RunLockedError(locked_message(output_dir, holder))
+
+
+def acquire_run_lock(output_dir: str) -> None:
+    """Hold ``output_dir``'s lock until this process ends (or :func:`release_run_lock`); raise
+    :class:`RunLockedError` naming the holder where a live process holds it."""
+    key = os.path.abspath(output_dir)
+    if key in _held_locks:
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, LOCK_FILE)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if not _try_lock(descriptor, exclusive=True):
+        os.close(descriptor)
+        raise RunLockedError(locked_message(output_dir, lock_holder(output_dir) or "another process"))
+    command = " ".join(os.path.basename(part) if index == 0 else part for index, part in enumerate(sys.argv))
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"process {os.getpid()} (python {command}), since {time.strftime('%H:%M:%S')}\n".encode())
+    _held_locks[key] = descriptor
+
+
+def release_run_lock(output_dir: str) -> None:
+    descriptor = _held_locks.pop(os.path.abspath(output_dir), None)
+    if descriptor is None:
+        return
+    # Removed while still held, so no other process can take the lock of a file that is about to vanish unnoticed.
+    try:
+        os.remove(os.path.join(output_dir, LOCK_FILE))
+    except OSError:
+        pass
+    os.close(descriptor)
 
 
 def checkpoint_steps(checkpoint_dir: str) -> list[int]:

@@ -14,7 +14,15 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from st_simcse.runs import ARGUMENTS_FILE, RunInterrupted, write_json
+from st_simcse.runs import (
+    ARGUMENTS_FILE,
+    RunFailed,
+    RunInterrupted,
+    acquire_run_lock,
+    is_main_process,
+    release_run_lock,
+    write_json,
+)
 
 # No library runs this for us: transformers' hyperparameter_search samples settings (Optuna, Ray), it does not repeat
 # one run over seeds with mean +- std and the best dev seed kept.
@@ -52,16 +60,19 @@ def run_seeds(
     runs = seed_arguments(args)
     for run in runs:
         check(run)
-    # The whole command's options, so that `--output-dir DIR --resume` resumes every seed.
-    os.makedirs(args.output_dir, exist_ok=True)
-    write_json(os.path.join(args.output_dir, ARGUMENTS_FILE), vars(args))
+    if is_main_process():
+        acquire_run_lock(args.output_dir)  # one command per folder; each seed's folder is locked as it trains
+        # The whole command's options, so that `--output-dir DIR --resume` resumes every seed.
+        write_json(os.path.join(args.output_dir, ARGUMENTS_FILE), vars(args))
     results = {}
     for run in runs:
         print(f"\n=== seed {run.seed} ({len(results) + 1} of {len(runs)}): {run.output_dir}")
         try:
             results[run.seed] = train_once(run)
-        except RunInterrupted as stopped:
-            raise RunInterrupted(args.output_dir, stopped.checkpoint) from None
+        except RunInterrupted as stopped:  # the resume command is the whole command's
+            raise RunInterrupted(args.output_dir, stopped.checkpoint, stopped.signal_number) from None
+        except RunFailed as failed:
+            raise RunFailed(args.output_dir, failed.checkpoint, failed.reason) from failed
     summary = summarise(results)
     summary["best_model"] = os.path.join(args.output_dir, f"seed-{summary['best_seed']}")
     for run in runs:
@@ -69,6 +80,7 @@ def run_seeds(
             prune_model(run.output_dir)
     with open(os.path.join(args.output_dir, SEEDS_FILE), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
+    release_run_lock(args.output_dir)
     print_seed_table(summary)
     print(f"\nBest seed on dev: {summary['best_seed']}; its model: {summary['best_model']}")
     print(f"All seeds, mean and std: {os.path.join(args.output_dir, SEEDS_FILE)}")

@@ -5,6 +5,7 @@ yardsticks it is judged on at the end (the user's test pairs, the paper's 7 STS 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -26,6 +27,8 @@ from st_simcse.runs import (
     latest_checkpoint_step,
     write_json,
 )
+
+logger = logging.getLogger(__name__)
 
 # Pairs scored in the top fifth of their range are the positives of the alignment measure (4 of STS-B's 0-5).
 POSITIVE_SHARE_OF_RANGE = 0.8
@@ -69,6 +72,8 @@ class DevTracker:
         self.train_seconds: dict[int, float] = {}
         self.seconds_before_resume = 0.0
         self.started = time.perf_counter()  # reset by start_training()
+        if main_process:
+            recover_atomic_save(self.best_dir)
         self.resumed_from = latest_checkpoint_step(run.checkpoint_dir) if run.resume else None
         if self.resumed_from is not None:
             self._restore(self.resumed_from)
@@ -103,7 +108,7 @@ class DevTracker:
                 f"lost; model selection continues from the resumed checkpoint (step {step})."
             )
         checkpoint = os.path.join(self.run.checkpoint_dir, f"checkpoint-{step}")
-        SentenceTransformer(checkpoint, device=str(self.model.device)).save(self.best_dir)
+        save_atomically(SentenceTransformer(checkpoint, device=str(self.model.device)), self.best_dir)
         self.best = {"score": entry[self.metric], "step": step}
 
     def evaluate_untrained(self) -> None:
@@ -130,11 +135,19 @@ class DevTracker:
         # Above the progress bar, not on its line.
         tqdm.write(f"step {steps}: {self.name} Spearman {100 * score:.2f} (best {100 * self.best['score']:.2f})")
 
+    def note_checkpoint(self, steps: int) -> None:
+        """A checkpoint was written at ``steps``: its training time so far, for a run resumed from it."""
+        self.train_seconds[steps] = round(self.seconds_before_resume + time.perf_counter() - self.started, 1)
+        self._write()
+
     def _record(self, score: float, steps: int, seconds: float) -> None:
         if score > self.best["score"]:
             self.best.update(score=score, step=steps)
-            self.model.save(self.best_dir)
+            save_atomically(self.model, self.best_dir)
         self.train_seconds[steps] = round(seconds, 1)
+        self._write()
+
+    def _write(self) -> None:
         write_json(
             self.history_path,
             {
@@ -184,6 +197,26 @@ class DevTracker:
         plot_alignment_uniformity(self.alignment.history, os.path.join(self.run.output_dir, ALIGN_UNIFORM_PNG))
 
 
+def recover_atomic_save(folder: str) -> None:
+    """Put back the model that :func:`save_atomically` had moved aside when its process died before the swap."""
+    if not os.path.isdir(folder) and os.path.isdir(f"{folder}.old"):
+        os.replace(f"{folder}.old", folder)
+    shutil.rmtree(f"{folder}.partial", ignore_errors=True)
+
+
+def save_atomically(model: SentenceTransformer, folder: str) -> None:
+    """Save ``model`` to ``folder`` whole or not at all: written beside it, then swapped in, so an interruption or
+    a full disk mid-save leaves the previous model in place."""
+    staged, old = f"{folder}.partial", f"{folder}.old"
+    shutil.rmtree(staged, ignore_errors=True)
+    model.save(staged)
+    if os.path.isdir(folder):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(staged, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def evaluate_on_test(model: SentenceTransformer, run: TrainingRun) -> dict[str, Any]:
     """The final report of ``model``: the user's test pairs (``test_file``) and, where their data is, the paper's
     7-task table with alignment/uniformity on STS-B test. A missing table is None, with the reason."""
@@ -194,17 +227,18 @@ def evaluate_on_test(model: SentenceTransformer, run: TrainingRun) -> dict[str, 
         results = evaluator(model)
         report["test_file"] = {"file": run.test_file, "pairs": len(data), "spearman": evaluator.table(results)["Avg."]}
     if not run.sts_test:
-        report["sts_skipped"] = "--no-sts-test"
+        report["sts_skipped"] = "No 7-task STS table: --no-sts-test."
         return report
     if not run.sts_tables:
-        report["sts_skipped"] = "no --senteval-dir, and the hub's copies of the STS sets cannot be reached"
+        report["sts_skipped"] = "No 7-task STS table: the hub is out of reach; pass --senteval-dir DIR to add it."
         return report
     try:
         evaluator = sts_evaluator(
             run.senteval_dir, "test", batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
         )
     except (OSError, ValueError) as error:  # the local hub cache can lack them (HF_HUB_OFFLINE=1)
-        report["sts_skipped"] = f"the STS sets could not be loaded ({type(error).__name__}: {error})"
+        logger.info("The STS sets could not be loaded from the hub", exc_info=error)
+        report["sts_skipped"] = "No 7-task STS table: the hub's STS sets could not be loaded; pass --senteval-dir DIR."
         return report
     results = evaluator(model)
     _, alignment, uniformity = evaluator.evaluators[-1].history[-1]

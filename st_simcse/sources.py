@@ -85,8 +85,17 @@ def check_hub_name(name: str, what: str) -> None:
     )
 
 
+def in_local_hub_cache(name: str) -> bool:
+    """Whether the local hub cache holds a model ``name`` (its ``config.json`` or ``modules.json``), which is all
+    that ``HF_HUB_OFFLINE=1`` lets the libraries load."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(name, marker), str) for marker in ("config.json", "modules.json"))
+
+
 def check_model_source(name: str, what: str = "--model") -> None:
-    """A model given by path must be a folder holding a model; a model given by hub name must be fetchable."""
+    """A model given by path must be a folder holding a model; a model given by hub name must be fetchable: the hub
+    in reach, or, with ``HF_HUB_OFFLINE=1``, the model in the local hub cache."""
     if looks_like_local_path(name):
         path = os.path.expanduser(name)
         if not os.path.isdir(path):
@@ -100,6 +109,13 @@ def check_model_source(name: str, what: str = "--model") -> None:
                 "modules.json of a sentence-transformers model)."
             )
         return
+    if hub_offline_mode() and not in_local_hub_cache(name):
+        from huggingface_hub import constants
+
+        raise SourceError(
+            f"{what} {name}: HF_HUB_OFFLINE=1 is set and the local hub cache ({constants.HF_HUB_CACHE}) has no "
+            "copy of it. Pass a local path, or unset HF_HUB_OFFLINE where the hub can be reached to download it."
+        )
     check_hub_name(name, what)
 
 

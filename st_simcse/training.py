@@ -8,8 +8,12 @@ disk)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +23,7 @@ from typing import Any
 
 import torch
 from datasets import DatasetDict
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.base.training_args import MultiDatasetBatchSamplers
 from sentence_transformers.sentence_transformer.fit_mixin import EvaluatorCallback, OriginalCallback
@@ -27,9 +31,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from transformers import ProgressCallback, TrainerCallback, set_seed
 
+from st_simcse.checkpoints import AtomicCheckpointTrainer, model_fit_uses_atomic_checkpoints
+from st_simcse.losses.state import LossStateCallback
 from st_simcse.models import model_pooling
-from st_simcse.runs import ARGUMENTS_FILE, METRICS_FILE, RunInterrupted, TrainingRun, write_json
+from st_simcse.runs import ARGUMENTS_FILE, METRICS_FILE, RunFailed, RunInterrupted, TrainingRun, write_json
 from st_simcse.selection import DevTracker, evaluate_on_test
+from st_simcse.stopping import StopAtCheckpointOnSignal, stop_requested, training_ended
 
 logger = logging.getLogger(__name__)
 
@@ -75,22 +82,71 @@ class ProgressBarLoggingMetrics(ProgressCallback):
             logger.info("step %d: %s", state.global_step, logs)
 
 
+class ProgressLines(TrainerCallback):
+    """Training progress as a whole line now and then (every twentieth of the run, and at least every 5 minutes),
+    for output that goes to a file or a pipe: a progress bar redrawn with carriage returns would fill a scheduler's
+    log with thousands of fragments. The metrics dicts go to the log file, as with the bar."""
+
+    EVERY_SECONDS = 300
+
+    def __init__(self) -> None:
+        self.started = self.last_line = 0.0
+        self.first_step: int | None = None  # a resumed run's pace counts its own steps only
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.first_step is None:
+            self.first_step, self.started = state.global_step, time.perf_counter()
+            self.last_line = self.started
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not state.max_steps or self.first_step is None:
+            return
+        now, every = time.perf_counter(), max(1, state.max_steps // 20)
+        due = state.global_step % every == 0 or state.global_step == state.max_steps
+        if not due and now - self.last_line < self.EVERY_SECONDS:
+            return
+        self.last_line = now
+        pace = (now - self.started) / max(state.global_step - self.first_step, 1)
+        print(
+            f"step {state.global_step}/{state.max_steps} ({100 * state.global_step / state.max_steps:.0f}%), "
+            f"{pace:.2f} s/step, about {pace * (state.max_steps - state.global_step) / 60:.1f} min left",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            logger.info("step %d: %s", state.global_step, logs)
+
+
+def progress_callback() -> type[TrainerCallback]:
+    """A progress bar on a terminal, whole lines now and then elsewhere (a file, a pipe, a scheduler's log)."""
+    return ProgressBarLoggingMetrics if sys.stderr.isatty() else ProgressLines
+
+
 @contextmanager
-def fit_callbacks(*callbacks: TrainerCallback, progress: type[TrainerCallback] | None = None) -> Iterator[None]:
+def fit_callbacks(
+    *callbacks: TrainerCallback, progress: type[TrainerCallback] | None = None, seed_heads: bool = True
+) -> Iterator[None]:
     """Give the Trainers built inside the block (e.g. by ``model.fit``, which takes no callbacks) these callbacks,
-    through transformers' default callbacks, and ``progress`` as their progress bar; both are undone when the block
+    through transformers' default callbacks, and ``progress`` as their progress bar; ``seed_heads=False``: the loss
+    state callback keeps the heads as the loss built them (the run seeded them itself). All undone when the block
     ends."""
     from transformers import trainer as hf_trainer
 
     default_progress = hf_trainer.DEFAULT_PROGRESS_CALLBACK
+    defaults = list(hf_trainer.DEFAULT_CALLBACKS)
+    if LossStateCallback in hf_trainer.DEFAULT_CALLBACKS and not seed_heads:
+        index = hf_trainer.DEFAULT_CALLBACKS.index(LossStateCallback)
+        hf_trainer.DEFAULT_CALLBACKS[index] = LossStateCallback(seed_heads=False)
     hf_trainer.DEFAULT_CALLBACKS.extend(callbacks)
     hf_trainer.DEFAULT_PROGRESS_CALLBACK = progress or default_progress
     try:
-        yield
+        with model_fit_uses_atomic_checkpoints():
+            yield
     finally:
         hf_trainer.DEFAULT_PROGRESS_CALLBACK = default_progress
-        for callback in callbacks:
-            hf_trainer.DEFAULT_CALLBACKS.remove(callback)
+        hf_trainer.DEFAULT_CALLBACKS[:] = defaults
 
 
 class FirstStepTimer(TrainerCallback):
@@ -104,6 +160,18 @@ class FirstStepTimer(TrainerCallback):
             import psutil
 
             self.seconds = round(time.time() - psutil.Process().create_time(), 1)
+
+
+class CheckpointClock(TrainerCallback):
+    """Records the training time at every checkpoint (a signal's checkpoint falls between evaluations), so that a
+    run resumed from it counts the time before the interruption."""
+
+    def __init__(self, tracker: DevTracker) -> None:
+        self.tracker = tracker
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.tracker.note_checkpoint(state.global_step)
 
 
 class FitOrderBatchSampler(DefaultBatchSampler):
@@ -147,24 +215,66 @@ def train_and_evaluate(
     - ``metrics.json``: the arguments, the dev history, the best step, the test tables, timings;
     - ``dev_curve.png`` and ``align_uniform.png``;
     - ``checkpoints/`` (trainer state, and the loss's own parameters such as the training-only MLP head), from
-      which ``run.resume`` continues an interrupted run.
+      which ``run.resume`` continues an interrupted run; removed when the run finishes, unless
+      ``run.keep_checkpoints``.
 
-    Ctrl-C raises :class:`st_simcse.runs.RunInterrupted`, naming the last checkpoint a resume continues from.
+    The run holds ``output_dir`` (:meth:`TrainingRun.claim`) until it finishes. A signal (Ctrl-C, SIGTERM; see
+    :mod:`st_simcse.stopping`) raises :class:`st_simcse.runs.RunInterrupted` and any failure after the start
+    :class:`st_simcse.runs.RunFailed`, each naming the last complete checkpoint a resume continues from.
     """
     # Under torchrun every rank trains, but only the first one writes files and evaluates the best model.
     main_process = int(os.environ.get("RANK", "0")) == 0
-    os.makedirs(run.checkpoint_dir, exist_ok=True)
-    tracker = DevTracker(run, model, main_process)
-    if run.resume and tracker.resumed_from is None:
-        print(f"No checkpoint to resume in {run.checkpoint_dir}: starting the run from its beginning.")
-    if tracker.resumed_from is None and main_process:
-        write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
-        tracker.evaluate_untrained()
-    path = run.training_path_for(None if getattr(dataset, "streaming", False) else len(dataset))
+    run.claim()
     try:
-        return _train_and_report(model, loss, dataset, run, tracker, path, main_process)
-    except KeyboardInterrupt:
-        raise RunInterrupted(run.output_dir, run.last_complete_checkpoint()) from None
+        os.makedirs(run.checkpoint_dir, exist_ok=True)
+        tracker = DevTracker(run, model, main_process)
+        if run.resume and tracker.resumed_from is None:
+            print(f"No checkpoint to resume in {run.checkpoint_dir}: starting the run from its beginning.")
+        if tracker.resumed_from is None and main_process:
+            write_json(os.path.join(run.output_dir, ARGUMENTS_FILE), run.arguments)
+            tracker.evaluate_untrained()
+        path = run.training_path_for(None if getattr(dataset, "streaming", False) else len(dataset))
+        metrics = _train_and_report(model, loss, dataset, run, tracker, path, main_process)
+    except KeyboardInterrupt as stopped:
+        number = getattr(stopped, "signal_number", signal.SIGINT)
+        raise RunInterrupted(run.output_dir, run.last_complete_checkpoint(), number) from None
+    except (RunInterrupted, RunFailed):
+        raise
+    except Exception as error:
+        logger.warning("The run failed:", exc_info=True)  # the traceback: in run.log, below the console's level
+        reason = failure_reason(error, run.output_dir)
+        raise RunFailed(run.output_dir, run.last_complete_checkpoint(), reason) from error
+    finally:
+        training_ended()
+    if main_process and not run.keep_checkpoints:
+        shutil.rmtree(run.checkpoint_dir, ignore_errors=True)  # the run is finished: nothing to resume any more
+    run.release()
+    return metrics
+
+
+def failure_reason(error: BaseException, folder: str) -> str:
+    """One line for what stopped a run mid-way: a full disk, a folder that cannot be written, else the error."""
+    chain, cause = [], error
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    text = " ".join(str(cause) for cause in chain)
+    out_of_space = any(isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT) for cause in chain)
+    # torch.save reports a full disk as a RuntimeError ("PytorchStreamWriter failed writing file", "unexpected pos").
+    torch_write_failed = "PytorchStreamWriter" in text or "unexpected pos" in text or "file write failed" in text
+    if out_of_space or (torch_write_failed and free is not None and free < 256 * 2**20):
+        left = f" ({free / 2**20:.0f} MB free)" if free is not None else ""
+        return f"the disk that holds {folder} is full{left} (No space left on device)"
+    for cause in chain:
+        if isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            where = cause.filename or folder
+            return f"{where} cannot be written ({cause.strerror})"
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
 
 
 def _train_and_report(
@@ -178,7 +288,11 @@ def _train_and_report(
 ) -> dict[str, Any]:
     timer = FirstStepTimer()
     tracker.start_training()
-    (fit if path == "fit" else fit_with_trainer)(model, loss, dataset, run, tracker, timer)
+    (fit if path == "fit" else fit_with_trainer)(model, loss, dataset, run, tracker, timer, CheckpointClock(tracker))
+    training_ended()
+    stopped_by = stop_requested()
+    if stopped_by is not None:  # the Trainer stopped after the step the signal came in, at a checkpoint
+        raise RunInterrupted(run.output_dir, run.last_complete_checkpoint(), stopped_by)
     train_seconds = tracker.seconds_before_resume + time.perf_counter() - tracker.started
     if not main_process:
         return {}
@@ -219,7 +333,7 @@ def fit(
     # sees the same batches. The SeedCallback makes the same seed drive the dropout masks.
     generator = torch.Generator().manual_seed(run.seed)
     loader = DataLoader(dataset, batch_size=run.batch_size, shuffle=True, generator=generator)
-    with fit_callbacks(SeedCallback(run.seed), *callbacks, progress=ProgressBarLoggingMetrics):
+    with fit_callbacks(*run_callbacks(run), *callbacks, progress=progress_callback(), seed_heads=False):
         model.fit(
             train_objectives=[(loader, _objective(loss, run))],
             evaluator=tracker.evaluator if tracker else None,
@@ -289,8 +403,8 @@ def fit_with_trainer(
     if tracker:
         evaluator = tracker.evaluator
         fit_evaluation = [EvaluatorCallback(evaluator), OriginalCallback(tracker.on_evaluation, evaluator)]
-    with fit_callbacks(SeedCallback(run.seed), *callbacks, progress=ProgressBarLoggingMetrics):
-        trainer = SentenceTransformerTrainer(
+    with fit_callbacks(*run_callbacks(run), *callbacks, progress=progress_callback(), seed_heads=False):
+        trainer = AtomicCheckpointTrainer(
             model=model,
             args=args,
             train_dataset=train_dataset,
@@ -303,6 +417,12 @@ def fit_with_trainer(
             callback.trainer = trainer  # model.fit's evaluation callback logs through the trainer
         checkpoint = run.last_complete_checkpoint() if run.resume else None
         trainer.train(resume_from_checkpoint=checkpoint)
+
+
+def run_callbacks(run: TrainingRun) -> list[TrainerCallback]:
+    """What every recipe run adds to the Trainer: its seed on every RNG when training starts (the recipes seeded the
+    loss's heads themselves, before building it), and a checkpoint and a stop at the step a signal comes in."""
+    return [SeedCallback(run.seed), StopAtCheckpointOnSignal()]
 
 
 def _fit_optimizer(model: SentenceTransformer, losses: nn.Module | dict, run: TrainingRun, steps: int) -> tuple:

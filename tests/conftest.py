@@ -8,9 +8,13 @@ from pathlib import Path
 
 # datasets' cache (the Arrow copies of the corpora tests read) in a folder of this session, not the user's cache.
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="st-simcse-datasets-"))
+# The tests do not depend on the caller's environment: the Hugging Face libraries' offline switches are cleared here
+# (the recipes' subprocesses inherit that), and a test that needs one sets it itself.
+for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.pop(variable, None)
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -62,7 +62,7 @@ def test_domain_adaptation_workflow(tmp_path, senteval_dir):
     result = run_recipe("unsup_wiki.py", *arguments, "--output-dir", str(out), env=offline)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "200 training sentences (0 empty values skipped)" in result.stdout
-    assert "The paper's 7-task STS table is skipped: no --senteval-dir, and the hub's copies" in result.stdout
+    assert "No 7-task STS table: the hub is out of reach; pass --senteval-dir DIR to add it." in result.stdout
     assert f"{test}: Spearman x 100 of the best model" in result.stdout
     modules = [module["type"] for module in json.loads((out / "modules.json").read_text())]
     assert [name.rsplit(".", 1)[1] for name in modules] == ["Transformer", "Pooling", "Normalize"]
@@ -97,7 +97,7 @@ def test_untrained_model_is_kept_when_no_checkpoint_beats_it(tmp_path, splade_ti
 
 @pytest.mark.slow
 def test_trainer_and_streaming_paths_through_the_recipe(tmp_path, splade_tiny, senteval_dir, train_40k):
-    common = ["--quick", "--max-steps", "10", "--eval-steps", "5", "--batch-size", "16"]
+    common = ["--quick", "--max-steps", "10", "--eval-steps", "5", "--batch-size", "16", "--keep-checkpoints"]
     runs = {}
     test = write_pairs(senteval_dir, tmp_path / "test.csv", 0, 200)
     # The recipe's default path (fit) is the one every other recipe test runs; tests/test_training.py shows that the

@@ -245,7 +245,7 @@ def test_config_and_citation(tiny_bert_dir):
         "gather_across_devices": False,
         "mlm_weight": 0.0,
         "mlm_probability": 0.15,
-        "mlm_head_source": None,
+        "mlm_head_init": "auto",
         "shared_dropout_mask": False,
     }
     assert "gao2021simcse" in loss.citation

@@ -78,6 +78,10 @@ def test_unsup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, train_40k)
         and str(out / "metrics.json") in (result.stdout)
     )
     assert "LOAD REPORT" not in result.stdout + result.stderr and "pin_memory" not in result.stderr
+    # Output to a pipe (a scheduler's log): whole progress lines, no carriage-return redraws of a bar.
+    assert "\r" not in result.stdout + result.stderr and "step 30/30 (100%)" in result.stderr
+    # A finished run keeps no checkpoints (nothing to resume) and gives its folder up.
+    assert not (out / "checkpoints").exists() and not (out / "run.lock").exists()
     assert "LOAD REPORT" in (out / "run.log").read_text()
     # The Trainer's metrics dicts (each evaluation's, the final train_runtime) go to run.log, not the console.
     assert "eval_sts_dev_avg" not in result.stdout + result.stderr and "train_runtime" not in result.stderr
@@ -124,7 +128,8 @@ def test_sup_recipe_accepts_positive_pairs(tmp_path, splade_tiny, senteval_dir, 
 @pytest.mark.slow
 def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
     out = tmp_path / "resume"
-    arguments = ["--quick", "--max-steps", "60", "--eval-steps", "10", "--batch-size", "16", "--output-dir", str(out)]
+    arguments = ["--quick", "--max-steps", "60", "--eval-steps", "10", "--batch-size", "16", "--keep-checkpoints"]
+    arguments += ["--output-dir", str(out)]
     command = [sys.executable, str(REPO / "recipes" / "unsup_wiki.py"), *arguments]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_checkpoint = out / "checkpoints" / "checkpoint-10" / "trainer_state.json"
@@ -212,6 +217,9 @@ def test_senteval_dir_without_tasks(tmp_path, monkeypatch, capsys, train_40k):
     [
         (["--model", "./no-such-model"], "--model ./no-such-model: no such folder"),
         (["--temperature", "0"], "--temperature must be a positive number"),
+        (["--lr", "inf"], "--lr must be a finite number, got inf"),
+        (["--lr", "nan"], "--lr must be a finite number, got nan"),
+        (["--weight-decay=-inf"], "--weight-decay must be a finite number, got -inf"),
         (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
         (["--batch-size", "1"], "--batch-size must be at least 2"),
         (["--loss", "mnrl", "--mlm-weight", "0.1"], "--mlm-weight 0.1 needs --loss simcse"),

@@ -157,7 +157,10 @@ class CachedSimCSELoss(CachedLossMixin, nn.Module):
         return loss
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {**self.loss.get_config_dict(), "mini_batch_size": self.mini_batch_size}
+        # This loss's own constructor arguments (the wrapped loss has more, which this one does not take).
+        inner = self.loss.get_config_dict()
+        shared = ("temperature", "hard_negative_weight", "mlp_head", "gather_across_devices")
+        return {**{name: inner[name] for name in shared}, "mini_batch_size": self.mini_batch_size}
 
     @property
     def temperature(self) -> float:

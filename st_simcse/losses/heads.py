@@ -15,8 +15,16 @@ class MLPHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(dimension, dimension)
         self.activation = nn.Tanh()
+        self.initializer_range = initializer_range
         nn.init.normal_(self.dense.weight, mean=0.0, std=initializer_range)
         nn.init.zeros_(self.dense.bias)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Draw the initialisation again from ``generator`` (a CPU generator, whatever device the head is on)."""
+        weight = torch.empty(self.dense.weight.shape).normal_(0.0, self.initializer_range, generator=generator)
+        self.dense.weight.copy_(weight)
+        self.dense.bias.zero_()
 
     def forward(self, embeddings: Tensor) -> Tensor:
         return self.activation(self.dense(embeddings))

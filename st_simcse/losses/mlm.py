@@ -79,6 +79,20 @@ def build_lm_head(encoder: nn.Module, init: str = "auto") -> tuple[nn.Module, st
     return head, source
 
 
+@torch.no_grad()
+def reset_lm_head(head: nn.Module, initializer_range: float, generator: torch.Generator) -> None:
+    """Initialise a randomly initialised LM head again, as transformers initialises BERT-style layers (normal(0,
+    initializer_range) weights, zero biases, LayerNorm at one and zero), drawing from the CPU ``generator``."""
+    for module in head.modules():
+        if isinstance(module, nn.Linear):
+            module.weight.copy_(torch.empty(module.weight.shape).normal_(0.0, initializer_range, generator=generator))
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.fill_(1.0)
+    for name, parameter in head.named_parameters():
+        if name.endswith("bias"):
+            parameter.zero_()
+
+
 def _load_masked_lm(name: str) -> tuple[nn.Module | None, str]:
     """The checkpoint as a masked LM, and why its head is unusable ("" when it is trained)."""
     try:

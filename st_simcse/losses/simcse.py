@@ -17,7 +17,7 @@ from sentence_transformers.util import all_gather_with_grad, get_rank
 from torch import Tensor, nn
 
 from st_simcse.losses.heads import MLPHead, at_least_float32, initializer_range
-from st_simcse.losses.mlm import MLM_HEAD_INITS, build_lm_head, embed_with_masked_copy
+from st_simcse.losses.mlm import MLM_HEAD_INITS, build_lm_head, embed_with_masked_copy, reset_lm_head
 from st_simcse.losses.state import register_loss, register_loss_state, trained_own_parameters
 from st_simcse.losses.wrappers import refuse_wrapper, running_wrapper, under_adaptive_layer_loss
 
@@ -237,6 +237,7 @@ class SimCSELoss(nn.Module):
         self.gather_across_devices = gather_across_devices
         self.mlm_weight = float(mlm_weight)
         self.mlm_probability = float(mlm_probability)
+        self.mlm_head_init = mlm_head_init
         self.shared_dropout_mask = shared_dropout_mask
         self.mlp = None
         if mlp_head:
@@ -262,6 +263,16 @@ class SimCSELoss(nn.Module):
     @property
     def mlp_head(self) -> bool:
         return self.mlp is not None
+
+    @torch.no_grad()
+    def initialise_heads(self, generator: torch.Generator) -> None:
+        """Draw this loss's randomly initialised heads again from ``generator``: the MLP head, and an LM head that did
+        not come from the checkpoint. :class:`st_simcse.LossStateCallback` does so from the training arguments'
+        seed when a Trainer run starts, so that the seed alone makes the run repeatable, heads included."""
+        if self.mlp is not None:
+            self.mlp.reset_parameters(generator)
+        if self.mlm_head is not None and self.mlm_head_source == "random":
+            reset_lm_head(self.mlm_head, initializer_range(self.model), generator)
 
     def _options_without_wrappers(self) -> list[str]:
         """The options set on this loss that MatryoshkaLoss / AdaptiveLayerLoss cannot carry."""
@@ -402,7 +413,7 @@ class SimCSELoss(nn.Module):
             "gather_across_devices": self.gather_across_devices,
             "mlm_weight": self.mlm_weight,
             "mlm_probability": self.mlm_probability,
-            "mlm_head_source": self.mlm_head_source,
+            "mlm_head_init": self.mlm_head_init,
             "shared_dropout_mask": self.shared_dropout_mask,
         }
 

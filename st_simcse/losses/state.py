@@ -168,6 +168,10 @@ class LossStateCallback(TrainerCallback, ExportableState):
     ``st_simcse`` adds this callback to transformers' default callbacks; passing it explicitly
     (``callbacks=[LossStateCallback()]``) is harmless.
 
+    When a fresh run starts (step 0), the losses' random heads (the MLP head, a randomly initialised LM head) are drawn
+    again from the training arguments' ``seed``, so two runs with one seed train identical weights, heads included,
+    without seeding anything before the loss is built (``seed_heads=False`` keeps the heads as the loss built them).
+
     The loss state is written when a step's checkpoint is due (``on_step_end`` / ``on_epoch_end`` with
     ``should_save``), before the Trainer saves that checkpoint and deletes the older ones, so no moment leaves the
     only checkpoint without it. The Trainer tells a callback the step it resumes at, not the checkpoint folder it
@@ -176,9 +180,14 @@ class LossStateCallback(TrainerCallback, ExportableState):
     or in the new run's ``output_dir``, and takes it only where the token matches: never another run's.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, seed_heads: bool = True) -> None:
         self.output_dir: str | None = None
         self.token: str | None = None  # the token of the loss state written for the checkpoint being saved
+        # Whether a fresh run draws the losses' random heads from the training arguments' seed (see on_train_begin).
+        self.seed_heads = seed_heads
+        # Set by a trainer that stages each checkpoint and writes the loss state into it itself
+        # (st_simcse.checkpoints.AtomicCheckpointTrainer): then nothing is written from the step events.
+        self.staged = False
 
     def state(self) -> dict:
         return {"args": {}, "attributes": {"output_dir": self.output_dir, "token": self.token}}
@@ -189,6 +198,12 @@ class LossStateCallback(TrainerCallback, ExportableState):
             if _trains_with_simcse_loss(model):
                 schedule, loader = kwargs.get("lr_scheduler"), kwargs.get("train_dataloader")
                 refuse_schedule_that_trains_nothing(args, state, schedule, loader)
+            if self.seed_heads:
+                # A head drawn when the loss was built depends on everything the process drew before it; drawn
+                # again here from the Trainer's seed, two runs with one seed train the same heads.
+                for index, loss in enumerate(_trained_owners(model, optimizer)):
+                    if hasattr(loss, "initialise_heads"):
+                        loss.initialise_heads(torch.Generator().manual_seed(args.seed + index))
             return  # a fresh run: nothing to restore
         losses = _trained_owners(model, optimizer)
         if losses:
@@ -197,14 +212,16 @@ class LossStateCallback(TrainerCallback, ExportableState):
             logger.info(f"Restored the loss-owned parameters of {len(losses)} loss(es) from {folder}")
 
     def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if control.should_save:
+        if control.should_save and not self.staged:
             self._save(args, state, model, optimizer)
 
     def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
-        if control.should_save:
+        if control.should_save and not self.staged:
             self._save(args, state, model, optimizer)
 
     def on_save(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if self.staged:
+            return
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
         if os.path.isfile(os.path.join(folder, LOSS_STATE_FILE)) or not self._save(args, state, model, optimizer):
             return
@@ -217,13 +234,20 @@ class LossStateCallback(TrainerCallback, ExportableState):
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(saved, handle, indent=2, sort_keys=True)
 
-    def _save(self, args, state, model, optimizer) -> bool:
+    def save_into(self, args, state, model, optimizer, folder: str) -> None:
+        """Write the loss state of the checkpoint being staged in ``folder`` (renamed to
+        ``output_dir/checkpoint-STEP`` once complete, where a resume looks for it)."""
+        self.output_dir = os.path.abspath(args.output_dir)
+        self._save(args, state, model, optimizer, folder)
+
+    def _save(self, args, state, model, optimizer, folder: str | None = None) -> bool:
         """Write the loss state of this step's checkpoint under a new token; False where there is none to write."""
         losses = _trained_owners(model, optimizer)
         if not losses or not state.is_world_process_zero:
             return False
         self.token = f"{uuid.uuid4().hex}-{state.global_step}"
-        save_loss_state(losses, os.path.join(args.output_dir, f"checkpoint-{state.global_step}"), self.token)
+        folder = folder or os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        save_loss_state(losses, folder, self.token)
         return True
 
 
