@@ -53,6 +53,23 @@ ARMS = {
         "... with --no-mlp, 50 steps",
         [*MINILM_CAPTIONS, "--no-mlp", "--max-steps", "50"],
     ),
+    # GuidedSimCSELoss: a frozen copy of the start model guides (distillation, false-negative removal).
+    "minilm-captions-distill-1": (
+        "... --no-mlp, distillation 1",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1"],
+    ),
+    "minilm-captions-distill-10": (
+        "... --no-mlp, distillation 10",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "10"],
+    ),
+    "minilm-captions-fn-0.7": (
+        "... --no-mlp, false negatives > 0.7 out",
+        [*MINILM_CAPTIONS, "--no-mlp", "--false-negative-threshold", "0.7"],
+    ),
+    "minilm-captions-distill-1-fn-0.7": (
+        "... --no-mlp, distillation 1, false negatives > 0.7 out",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--false-negative-threshold", "0.7"],
+    ),
 }
 COLUMNS = ("captions", "other 21", "7-task avg.")
 
@@ -89,7 +106,7 @@ def run_arm(arm: str, seeds: list[int], steps: int, output_dir: Path) -> dict:
         out = output_dir / arm / f"seed-{seed}"
         schedule = ["--max-steps", str(steps), "--eval-steps", str(steps), "--seed", str(seed)]
         # The judge below evaluates the 7 tasks too: the recipe's own final table would repeat it.
-        extra = ["--no-sts-test"]
+        extra = ["--no-sts-test", "--keep-checkpoints"]
         metrics = unsup_wiki.main([*options, *schedule, *extra, "--resume", "--output-dir", str(out)])
         judged_file = out / "domain.json"
         if not judged_file.exists():  # the model after `steps` steps, whatever the recipe's selection kept

@@ -31,7 +31,7 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from torch import nn
 from transformers import set_seed
 
-from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model, load_corpus
+from st_simcse import DuplicateInputDataset, ESimCSELoss, GuidedSimCSELoss, SimCSELoss, build_model, load_corpus
 from st_simcse.augmentation import AUGMENTATIONS, make_augmentation
 from st_simcse.cli import (
     build_parser,
@@ -89,6 +89,20 @@ KNOBS = [
     knob("queue_size", 160, "esimcse: earlier sentences queued as extra negatives (2.5 x the batch size)"),
     knob("pooling", "cls"),
     knob("mlp", True, "train with the MLP over the pooled embedding; it is dropped from the saved model"),
+    knob(
+        "distillation_weight",
+        0.0,
+        "GuidedSimCSELoss: weight of the distillation of a frozen copy of the start model's in-batch similarities "
+        "(keeps what a trained start model knows); 0 is plain SimCSE",
+    ),
+    knob("distillation_temperature", 0.05, "GuidedSimCSELoss: temperature of the distilled similarity distributions"),
+    knob(
+        "false_negative_threshold",
+        None,
+        "GuidedSimCSELoss: in-batch negatives that the frozen start model places closer than this cosine to the "
+        "anchor are left out; unset: none",
+        type=float,
+    ),
     knob("temperature", 0.05),
     knob("dropout", 0.1),  # the noise that makes the positive pair
     knob(
@@ -177,6 +191,17 @@ def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer,
             mlp_head=args.mlp,
             gather_across_devices=several_devices,
         )
+    if guided(args):
+        # The guide is a frozen copy of the start model as loaded here: a resumed run rebuilds the same one.
+        return model, GuidedSimCSELoss(
+            model,
+            temperature=args.temperature,
+            mlp_head=args.mlp,
+            gather_across_devices=several_devices,
+            distillation_weight=args.distillation_weight,
+            distillation_temperature=args.distillation_temperature,
+            false_negative_threshold=args.false_negative_threshold,
+        )
     loss = SimCSELoss(
         model,
         temperature=args.temperature,
@@ -189,10 +214,16 @@ def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer,
     return model, loss
 
 
+def guided(args: argparse.Namespace) -> bool:
+    """Whether the run trains GuidedSimCSELoss (distillation or false-negative removal asked for)."""
+    return args.distillation_weight > 0 or args.false_negative_threshold is not None
+
+
 def check(args: argparse.Namespace) -> TrainingRun:
     """Every input checked before any model loads; the loss's own state (MLP or LM head, ESimCSE's momentum encoder
-    and queue) must be in a checkpoint that is resumed."""
-    owns_state = args.loss == "esimcse" or (args.loss == "simcse" and (args.mlp or args.mlm_weight > 0))
+    and queue, the guide's fingerprint) must be in a checkpoint that is resumed."""
+    heads = args.mlp or args.mlm_weight > 0 or guided(args)
+    owns_state = args.loss == "esimcse" or (args.loss == "simcse" and heads)
     return checked_training_run(args, loss_owns_state=owns_state)
 
 

@@ -18,7 +18,7 @@ from st_simcse.evaluation import (
     load_sts_tasks,
     sts_evaluator,
 )
-from st_simcse.losses import CachedSimCSELoss, ESimCSELoss, LossStateCallback, SimCSELoss
+from st_simcse.losses import CachedSimCSELoss, ESimCSELoss, GuidedSimCSELoss, LossStateCallback, SimCSELoss
 from st_simcse.models import build_model, load_simcse_model, set_dropout
 from st_simcse.pairs import scored_pairs_evaluator
 from st_simcse.tool import SimCSE
@@ -30,6 +30,7 @@ __all__ = [
     "CachedSimCSELoss",
     "DuplicateInputDataset",
     "ESimCSELoss",
+    "GuidedSimCSELoss",
     "LossStateCallback",
     "PairDataset",
     "STSSuiteEvaluator",

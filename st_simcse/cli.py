@@ -317,6 +317,26 @@ def check_method_arguments(args: argparse.Namespace) -> None:
             make_augmentation(args.augmentation, args.augmentation_rate)
         except ValueError as error:
             raise ValueError(f"--augmentation {args.augmentation} --augmentation-rate: {error}") from None
+    if "distillation_weight" in options:
+        threshold = args.false_negative_threshold
+        require(
+            args.distillation_weight >= 0,
+            f"--distillation-weight must be 0 (off) or more, got {args.distillation_weight}.",
+        )
+        require(
+            args.distillation_temperature > 0,
+            f"--distillation-temperature must be positive, got {args.distillation_temperature}.",
+        )
+        require(
+            threshold is None or -1 < threshold <= 1,
+            f"--false-negative-threshold must be a cosine in (-1, 1], got {threshold}.",
+        )
+        require(
+            (args.distillation_weight == 0 and threshold is None)
+            or (args.loss == "simcse" and args.mlm_weight == 0 and not args.shared_dropout_mask),
+            "--distillation-weight and --false-negative-threshold (GuidedSimCSELoss) need --loss simcse, without "
+            "--mlm-weight and --shared-dropout-mask.",
+        )
     if options.get("shared_dropout_mask"):
         require(
             args.loss == "simcse" and args.augmentation == "none",

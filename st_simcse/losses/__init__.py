@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from st_simcse.losses.cached_simcse import CachedSimCSELoss
 from st_simcse.losses.esimcse import ESimCSELoss
+from st_simcse.losses.guided_simcse import GuidedSimCSELoss
 from st_simcse.losses.heads import MLPHead
 from st_simcse.losses.simcse import SimCSELoss, dropout_probabilities
 from st_simcse.losses.state import LOSS_STATE_FILE, LossStateCallback, install_default_callback
@@ -17,6 +18,7 @@ __all__ = [
     "LOSS_STATE_FILE",
     "CachedSimCSELoss",
     "ESimCSELoss",
+    "GuidedSimCSELoss",
     "LossStateCallback",
     "MLPHead",
     "SimCSELoss",

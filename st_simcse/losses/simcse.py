@@ -364,10 +364,16 @@ class SimCSELoss(nn.Module):
                     torch.tensor(self.hard_negative_weight, dtype=logits.dtype, device=logits.device),
                     accumulate=True,
                 )
+            logits = self._masked_logits(logits, targets)
             extra = self._extra_logits(anchors)
             if extra is not None:
                 logits = torch.cat([logits, extra], dim=1)
             return F.cross_entropy(logits, targets)
+
+    def _masked_logits(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """The batch's logits with candidates that must not count as negatives removed (set to -inf);
+        :class:`st_simcse.GuidedSimCSELoss` removes the false negatives its guide finds, SimCSE none."""
+        return logits
 
     def _extra_logits(self, anchors: Tensor) -> Tensor | None:
         """Logits of further negatives for the normalised float32 ``anchors``, appended after the batch's

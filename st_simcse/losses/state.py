@@ -76,8 +76,10 @@ def register_loss_state(loss: nn.Module) -> None:
 
 
 def loss_owned_state(loss: nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors of ``loss.state_dict()`` that belong to the loss itself, not to the model it wraps."""
-    return {name: tensor for name, tensor in loss.state_dict().items() if not name.startswith("model.")}
+    """The tensors of ``loss.state_dict()`` that belong to the loss itself, not to the model it wraps, nor to what
+    the loss rebuilds instead of checkpointing (its ``not_checkpointed`` prefixes, e.g. a frozen guide model)."""
+    skipped = ("model.", *getattr(loss, "not_checkpointed", ()))
+    return {name: tensor for name, tensor in loss.state_dict().items() if not name.startswith(skipped)}
 
 
 def trained_own_parameters(loss: nn.Module) -> list[nn.Parameter]:
@@ -155,6 +157,15 @@ def load_loss_state(losses: list[nn.Module], folder: str) -> None:
                 "Resume with the same loss configuration (e.g. the same mlp_head setting) as the checkpointed run."
             )
         for name, tensor in own.items():
+            if name in getattr(loss, "compared_on_resume", ()):
+                # A fingerprint of something rebuilt on resume (a guide model): it must be what the run had.
+                if not torch.equal(tensor.detach().cpu(), state[name]):
+                    raise ValueError(
+                        f"Cannot resume from {folder}: {type(loss).__name__}'s {name.removesuffix('_fingerprint')} "
+                        "is not the one the run was trained with (its weights differ). Build the loss from the same "
+                        "start model as the run you resume."
+                    )
+                continue
             tensor.data.copy_(state[name])
 
 
