@@ -8,6 +8,12 @@ version on a small SNLI triplet set:
 
     python recipes/sup_nli.py --quick
 
+Your own labelled pairs or triplets, in any format (csv, tsv, jsonl, json, parquet, compressed, a datasets folder, a
+hub dataset), with any column names, and hard negatives mined with the start model where you have only pairs:
+
+    python recipes/sup_nli.py --model sentence-transformers/all-MiniLM-L6-v2 --train-file pairs.jsonl \
+        --columns question,answer --mine-hard-negatives --dev-file dev_pairs.csv --test-file test_pairs.csv
+
 Outputs go to --output-dir (default output/sup-simcse/): the best model, metrics.json, dev_curve.png,
 align_uniform.png, checkpoints/, arguments.json and run.log.
 """
@@ -15,11 +21,16 @@ align_uniform.png, checkpoints/, arguments.json and run.log.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 
 import testbed
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Dense
 from transformers import set_seed
 
-from st_simcse import SimCSELoss, TripletDataset, build_model, resolve_training_file
+from st_simcse import PairDataset, SimCSELoss, TripletDataset, build_model, load_labelled
 from st_simcse.cli import (
     build_parser,
     check_corpus_size,
@@ -29,14 +40,42 @@ from st_simcse.cli import (
     parse_recipe_arguments,
     run_main,
 )
+from st_simcse.mining import describe_mining, mine_hard_negatives
 from st_simcse.reports import log_to_file, report_finished, report_results
+from st_simcse.runs import write_json
 from st_simcse.seeds import run_seeds
 from st_simcse.training import train_and_evaluate
 
 # The paper's supervised BERT-base setting (its Appendix A and run_sup_example.sh); `--help` says what each does.
 KNOBS = [
     knob("model", "bert-base-uncased"),
-    knob("train_file", "nli_for_simcse.csv", "csv with sent0,sent1,hard_neg (or sent0,sent1) and a header"),
+    knob(
+        "train_file",
+        "nli_for_simcse.csv",
+        "labelled pairs or triplets: csv, tsv, jsonl, json, parquet (also compressed), a datasets save_to_disk "
+        "folder or a hub dataset; columns anchor,positive[,negative] or sent0,sent1[,hard_neg], else --columns",
+    ),
+    knob("train_split", "train"),
+    knob("train_subset", None, "the subset (configuration) of a hub dataset, e.g. triplet of all-nli", type=str),
+    knob(
+        "columns",
+        None,
+        "the anchor, positive and (optional) hard-negative columns of --train-file, e.g. question,answer",
+        type=str,
+    ),
+    knob(
+        "mine_hard_negatives",
+        False,
+        "mine one hard negative per pair with the start model before training (sentence-transformers' "
+        "mine_hard_negatives); pairs without one are dropped",
+    ),
+    knob(
+        "mining_relative_margin",
+        0.05,
+        "--mine-hard-negatives: a candidate must stay this fraction of the positive's similarity below it (0.05: "
+        "5 %%), so that paraphrases of the positive (false negatives) are not mined",
+    ),
+    knob("mining_range_max", 100, "--mine-hard-negatives: the most similar candidates looked at per anchor"),
     knob("senteval_dir", None, type=str),
     knob("dev_file", None),
     knob("test_file", None),
@@ -80,6 +119,9 @@ QUICK = {
     "batch_size": 128,
     "eval_steps": 25,
 }
+# What --mine-hard-negatives keeps in the output folder: the triplets, and how they were mined.
+MINED_FILE = "mined_triplets.parquet"
+MINING_FILE = "mining.json"
 # The tiny testbed encoder's higher learning rate (not applied to another --model).
 QUICK_MODEL = {"lr": 3e-4}
 # A sentence-transformers start model is trained as it is: no MLP added unless --mlp asks for one.
@@ -95,21 +137,90 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.seeds:
-        return run_seeds(train, checked_training_run, args)
+        return run_seeds(train, check, args)
     return train(args)
+
+
+def column_names(args: argparse.Namespace) -> list[str] | None:
+    if args.columns is None:
+        return None
+    names = [name.strip() for name in args.columns.split(",")]
+    if len(names) not in (2, 3) or not all(names):
+        raise ValueError(
+            f"--columns {args.columns}: name the anchor, the positive and optionally the hard-negative column, "
+            "separated by commas, e.g. --columns question,answer or --columns premise,entailment,contradiction."
+        )
+    return names
+
+
+def check(args: argparse.Namespace):
+    column_names(args)
+    if not 0 <= args.mining_relative_margin < 1:
+        raise ValueError(f"--mining-relative-margin must be in [0, 1), got {args.mining_relative_margin}.")
+    if args.mining_range_max < 1:
+        raise ValueError(f"--mining-range-max must be at least 1, got {args.mining_range_max}.")
+    return checked_training_run(args)
+
+
+def training_data(args: argparse.Namespace) -> PairDataset | TripletDataset:
+    """The labelled pairs or triplets, checked (columns, empty cells, at least one batch) before any model loads."""
+    dataset = load_labelled(args.train_file, column_names(args), split=args.train_split, subset=args.train_subset)
+    if args.mine_hard_negatives and isinstance(dataset, TripletDataset):
+        raise ValueError(
+            f"{args.train_file} already has hard negatives; drop --mine-hard-negatives to train on them, or mine "
+            "instead with --columns ANCHOR,POSITIVE."
+        )
+    check_corpus_size(len(dataset), args)
+    return dataset
+
+
+def mining_model(model: SentenceTransformer, args: argparse.Namespace) -> SentenceTransformer:
+    """The start model as it judges similarity: without the MLP this recipe adds (random until trained)."""
+    if not args.mlp:
+        return model
+    added = [module for module in model if isinstance(module, Dense)][-1]
+    return SentenceTransformer(modules=[module for module in model if module is not added], device=str(model.device))
+
+
+def mined(dataset: PairDataset, model: SentenceTransformer, args: argparse.Namespace) -> TripletDataset:
+    """The pairs with one hard negative each, mined with the start model; kept in the output folder, so that a
+    resumed run trains on the same triplets without mining again."""
+    saved = os.path.join(args.output_dir, MINED_FILE)
+    if args.resume and os.path.isfile(saved):
+        triplets = TripletDataset(Dataset.from_parquet(saved))
+        triplets.mining = saved_mining(args.output_dir)
+        return triplets
+    triplets = mine_hard_negatives(
+        dataset,
+        mining_model(model, args),
+        relative_margin=args.mining_relative_margin,
+        range_max=args.mining_range_max,
+        batch_size=args.eval_batch_size,
+    )
+    triplets.to_hf_dataset().to_parquet(saved)
+    write_json(os.path.join(args.output_dir, MINING_FILE), triplets.mining)
+    return triplets
+
+
+def saved_mining(output_dir: str) -> dict:
+    with open(os.path.join(output_dir, MINING_FILE), encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def train(args: argparse.Namespace) -> dict:
     # 1. Check every input before loading the model, and write nothing for a run that is already finished.
-    run = checked_training_run(args)
+    run = check(args)
     if run.resume and run.finished:
         return report_finished(run)
-    dataset = TripletDataset.from_nli_csv(resolve_training_file(args.train_file))
-    check_corpus_size(len(dataset), args)
+    dataset = training_data(args)
     run.claim()  # one folder, one run: held until this process ends; another run there is refused
     log_path = log_to_file(args.output_dir)
-    kind = "triplets" if isinstance(dataset, TripletDataset) else "pairs (no hard negatives)"
-    print(f"{len(dataset)} training {kind}")
+    if isinstance(dataset, TripletDataset):
+        print(f"{len(dataset)} training triplets")
+    elif args.mine_hard_negatives:
+        print(f"{len(dataset)} training pairs: mining a hard negative for each with the start model")
+    else:
+        print(f"{len(dataset)} training pairs (no hard negatives)")
 
     # 2. Encoder + [CLS] pooling + the MLP as a built-in Dense(tanh) module, which the saved model keeps (a
     #    sentence-transformers start model keeps its own modules).
@@ -124,6 +235,11 @@ def train(args: argparse.Namespace) -> dict:
         compile=args.compile,
         compile_mode=args.compile_mode,
     )
+    if args.mine_hard_negatives:
+        dataset = mined(dataset, model, args)
+        print(describe_mining(dataset.mining))
+        run.training_data = {"mining": dataset.mining}
+    run.training_data = {**run.training_data, "kind": type(dataset).__name__, "examples": len(dataset)}
     # Under torchrun every device's anchors also see the other devices' positives and hard negatives.
     loss = SimCSELoss(
         model,

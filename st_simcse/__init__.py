@@ -8,6 +8,7 @@ from st_simcse.data import (
     PairDataset,
     SimCSEDataCollator,
     TripletDataset,
+    load_labelled,
     read_sentences,
     resolve_training_file,
 )
@@ -19,6 +20,7 @@ from st_simcse.evaluation import (
     sts_evaluator,
 )
 from st_simcse.losses import CachedSimCSELoss, ESimCSELoss, GuidedSimCSELoss, LossStateCallback, SimCSELoss
+from st_simcse.mining import mine_hard_negatives
 from st_simcse.models import build_model, load_simcse_model, set_dropout
 from st_simcse.pairs import scored_pairs_evaluator
 from st_simcse.tool import SimCSE
@@ -41,8 +43,10 @@ __all__ = [
     "TripletDataset",
     "build_model",
     "load_corpus",
+    "load_labelled",
     "load_simcse_model",
     "load_sts_tasks",
+    "mine_hard_negatives",
     "read_sentences",
     "resolve_training_file",
     "scored_pairs_evaluator",

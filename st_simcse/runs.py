@@ -105,6 +105,8 @@ class TrainingRun:
     serving_max_seq_length: int | None = None
     loss_owns_state: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
+    # What the run trained on, where the recipe knows more than its options say (e.g. the hard negatives it mined).
+    training_data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def precision(self) -> str:

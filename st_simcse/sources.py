@@ -33,8 +33,9 @@ COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": No
 # File suffix -> the datasets builder that reads it, and its options.
 FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     ".txt": ("text", {}),
-    ".csv": ("csv", {}),
-    ".tsv": ("csv", {"sep": "\t", "quoting": 3}),  # tab-separated values have no quoting (csv.QUOTE_NONE)
+    # keep_default_na=False: a sentence reading "NA" or "null" is text, not a missing value (an empty cell still is).
+    ".csv": ("csv", {"keep_default_na": False}),
+    ".tsv": ("csv", {"sep": "\t", "quoting": 3, "keep_default_na": False}),  # tsv has no quoting (csv.QUOTE_NONE)
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
@@ -136,13 +137,17 @@ def check_writable_folder(path: str, what: str = "The output folder") -> None:
         )
 
 
-def read_dataset(source: str, split: str = "train", streaming: bool = False, what: str = "Training file") -> Dataset:
+def read_dataset(
+    source: str, split: str = "train", streaming: bool = False, what: str = "Training file", subset: str | None = None
+) -> Dataset:
     """The rows of ``source``: a data file (by its suffix, after any compression suffix: plain text, one row
-    ``text`` per line, for unknown suffixes), a ``save_to_disk`` folder, or a hub dataset (``split``). ``what`` names
-    the source in errors. Raises ``FileNotFoundError`` or ``ValueError`` saying what is wrong. Reading a file of more
-    than ``PROGRESS_BYTES`` shows datasets' progress bars; a smaller one is read in about a second, silently."""
+    ``text`` per line, for unknown suffixes), a ``save_to_disk`` folder, or a hub dataset (``split``, and ``subset``:
+    its configuration, e.g. ``"triplet"`` of sentence-transformers/all-nli). ``what`` names the source in errors.
+    Raises ``FileNotFoundError`` or ``ValueError`` saying what is wrong (a file whose content is not what its suffix
+    says among it). Reading a file of more than ``PROGRESS_BYTES`` shows datasets' progress bars; a smaller one is
+    read in about a second, silently."""
     with progress_bars(not os.path.isfile(source) or os.path.getsize(source) > PROGRESS_BYTES):
-        return _read_dataset(os.fspath(source), split, streaming, what)
+        return _read_dataset(os.fspath(source), split, streaming, what, subset)
 
 
 @contextmanager
@@ -156,18 +161,58 @@ def progress_bars(enabled: bool) -> Iterator[None]:
         (datasets.enable_progress_bars if was_enabled else datasets.disable_progress_bars)()
 
 
-def _read_dataset(source: str, split: str, streaming: bool, what: str) -> Dataset:
+def _read_dataset(source: str, split: str, streaming: bool, what: str, subset: str | None = None) -> Dataset:
     if os.path.isdir(source):
         dataset = _saved_dataset(source, split)
         return dataset.to_iterable_dataset() if streaming else dataset
     if os.path.isfile(source):
+        check_content_matches_suffix(source)
         return _data_file(source, streaming)
     if looks_like_local_path(source):
         raise FileNotFoundError(
             f"{what} not found: {source!r}. Pass an existing file (text, csv, tsv, jsonl, json or parquet, "
             "optionally compressed), a folder written by Dataset.save_to_disk, or a hub dataset name."
         )
-    return _hub_dataset(source, split, streaming, what)
+    return _hub_dataset(source, split, streaming, what, subset)
+
+
+# How each kind of file begins (after decompression for the compressed suffixes): what a suffix promises.
+MAGIC = {b"PAR1": "Parquet", b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+SUFFIX_OF = {"Parquet": ".parquet", "gzip": ".gz", "bzip2": ".bz2", "xz": ".xz", "zstd": ".zst"}
+
+
+def check_content_matches_suffix(path: str) -> None:
+    """Raise a ``ValueError`` where the first bytes of ``path`` say it is another kind of file than its suffix says
+    (a JSON-lines file named .csv, a Parquet file named .csv, an uncompressed file named .gz, ...): datasets would
+    read it as something else and fail far from the cause, or not at all."""
+    builder, _, compression = _builder(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    kind = next((name for magic, name in MAGIC.items() if head.startswith(magic)), None)
+    expected = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz", ".zst": "zstd"}.get(compression or "")
+    if expected is not None:
+        if kind != expected:
+            raise ValueError(
+                f"{path}: named {compression} but not {expected}-compressed (it starts with {head[:4]!r}). Rename it "
+                "to what it is."
+            )
+        return
+    suffix = os.path.splitext(path.lower())[1]
+    if kind is not None and not (kind == "Parquet" and builder == "parquet"):
+        named = f"named {suffix}" if suffix else "without a suffix"
+        raise ValueError(f"{path}: a {kind} file {named}; rename it to end in {SUFFIX_OF[kind]}.")
+    if builder == "parquet" and kind != "Parquet":
+        raise ValueError(f"{path}: named .parquet but not a Parquet file (it starts with {head[:4]!r}).")
+    if builder == "csv" and head.lstrip()[:1] in (b"{", b"["):
+        raise ValueError(
+            f"{path}: named {suffix} but its text starts with '{head.lstrip()[:1].decode()}', as JSON does. If it is "
+            "JSON lines (one object per line), rename it to end in .jsonl (.json for one JSON document)."
+        )
+
+
+def source_builder(path: str) -> str:
+    """The datasets builder that reads the file ``path``: "text", "csv", "json" or "parquet"."""
+    return _builder(path)[0]
 
 
 def is_plain_text(source: str) -> bool:
@@ -201,6 +246,8 @@ def _data_file(path: str, streaming: bool) -> Dataset | IterableDataset:
                 f"{path}: not a readable {compression or builder} file ({type(cause).__name__}: {cause}). Check that "
                 "the file is complete and that its suffix says how it is compressed (.gz, .bz2, .xz, .zst)."
             ) from None
+        if "corresponds to no data" in str(cause):  # datasets' words for a file without a single row
+            raise ValueError(f"{path}: no rows (an empty file, or a header line alone); it needs some.") from None
         raise ValueError(f"{path}: could not be read as {builder} ({type(cause).__name__}: {cause}).") from None
 
 
@@ -241,11 +288,14 @@ def _saved_dataset(folder: str, split: str) -> Dataset:
     return dataset
 
 
-def _hub_dataset(name: str, split: str, streaming: bool, what: str) -> Dataset | IterableDataset:
+def _hub_dataset(
+    name: str, split: str, streaming: bool, what: str, subset: str | None = None
+) -> Dataset | IterableDataset:
     check_hub_name(name, what)
     try:
-        return load_dataset(name, split=split, streaming=streaming)
+        return load_dataset(name, subset, split=split, streaming=streaming)
     except Exception as error:
+        which = f"subset {subset!r}, split {split!r}" if subset else f"split {split!r}"
         raise ValueError(
-            f"{name}: could not be loaded as a hub dataset, split {split!r} ({type(error).__name__}: {error})."
+            f"{name}: could not be loaded as a hub dataset, {which} ({type(error).__name__}: {error})."
         ) from None

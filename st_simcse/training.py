@@ -303,6 +303,7 @@ def _train_and_report(
         "arguments": run.arguments,
         "run": asdict(run),
         "training_path": path,
+        "training_data": run.training_data,
         # What the saved model really is: its modules and pooling (a sentence-transformers start model keeps its own).
         "model_modules": [type(module).__name__ for module in best_model],
         "pooling": model_pooling(best_model),

@@ -65,7 +65,7 @@ def test_saved_dataset_folder(tmp_path):
     [
         ("s1,s2,score\na,b,1\n", r"no column\(s\) \['sentence1', 'sentence2'\]; its columns are \['s1', 's2'"),
         ("sentence1,sentence2,score\na,b,high\nc,d,1\n", "row 1: score 'high' is not a number"),
-        ("sentence1,sentence2,score\na,,1\nc,d,2\n", "row 1: sentence2 is None; every pair needs two sentences"),
+        ("sentence1,sentence2,score\na,,1\nc,d,2\n", "row 1: sentence2 is ''; every pair needs two sentences"),
         ("sentence1,sentence2,score\na,b,1\nc,d,1\n", "2 pair.s. with 1 distinct score.s.; a Spearman correlation"),
     ],
 )

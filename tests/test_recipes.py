@@ -202,7 +202,7 @@ def test_empty_train_file(tmp_path, monkeypatch, capsys, senteval_dir):
 def test_csv_without_columns(tmp_path, monkeypatch, capsys, senteval_dir):
     bad = tmp_path / "nli.csv"
     bad.write_text("premise,hypothesis,label\na,b,entailment\n")
-    message = "lacks the column(s) ['sent0', 'sent1']"
+    message = "none of them sentence-transformers' (anchor, positive[, negative]) or the paper's (sent0, sent1"
     fails_before_loading(monkeypatch, capsys, sup_nli, ["--quick", "--train-file", str(bad)], message, tmp_path / "o")
 
 

@@ -131,7 +131,10 @@ def test_corpus_errors(tmp_path, monkeypatch, capsys, senteval_dir, splade_tiny)
     ]
     fake = tmp_path / "corpus.txt.zst"
     fake.write_text("not compressed\n")
-    cases.append((["--train-file", str(fake)], "corpus.txt.zst: not a readable .zst file"))
+    cases.append((["--train-file", str(fake)], "corpus.txt.zst: named .zst but not zstd-compressed"))
+    jsonl = tmp_path / "pairs.csv"  # JSON lines under a csv name
+    jsonl.write_text("".join(f'{{"anchor": "a {i}", "positive": "b {i}"}}\n' for i in range(100)))
+    cases.append((["--train-file", str(jsonl)], "rename it to end in .jsonl"))
     binary = tmp_path / "weights.bin"
     binary.write_bytes(bytes(range(256)) * 4)
     cases.append((["--train-file", str(binary)], "weights.bin, line 2: not valid UTF-8"))
