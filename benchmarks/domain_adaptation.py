@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import testbed  # noqa: E402
 import unsup_wiki  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
+from studies import plot, summarise, table  # noqa: E402
 
 from st_simcse.evaluation import STSSuiteEvaluator, STSTaskEvaluator, load_sts_subsets, load_sts_tasks  # noqa: E402
 
@@ -117,50 +117,6 @@ def run_arm(arm: str, seeds: list[int], steps: int, output_dir: Path) -> dict:
     return {"label": label, "runs": runs}
 
 
-def summarise(result: dict) -> dict:
-    runs = list(result["runs"].values())
-    for statistic, function in (("mean", statistics.mean), ("std", statistics.stdev)):
-        if len(runs) > 1 or statistic == "mean":
-            result[statistic] = {column: round(function([run[column] for run in runs]), 2) for column in COLUMNS}
-    return result
-
-
-def table(results: dict[str, dict], steps: int) -> list[str]:
-    lines = [f"{'arm':<44} {'seed':>5} " + " ".join(f"{c:>12}" for c in COLUMNS) + "  recipe kept (STS-B dev)"]
-    lines.append("-" * len(lines[0]))
-    for result in results.values():
-        for seed, run in result["runs"].items():
-            cells = " ".join(f"{run[c]:>12.2f}" for c in COLUMNS)
-            lines.append(f"{result['label']:<44} {seed:>5} {cells}  {run['kept']}")
-        if "std" in result:
-            cells = " ".join(f"{result['mean'][c]:>6.2f} ± {result['std'][c]:<4.2f}" for c in COLUMNS)
-            lines.append(f"{result['label'] + ', mean ± std':<50} {cells}")
-    lines.append(f"(trained arms: {steps} steps each; Spearman x 100, SentEval protocol, whole sentences)")
-    return lines
-
-
-def plot(results: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(9, 4))
-    width = 0.8 / len(COLUMNS)
-    for index, column in enumerate(COLUMNS):
-        means = [result["mean"][column] for result in results.values()]
-        errors = [result.get("std", {}).get(column, 0.0) for result in results.values()]
-        positions = [arm + (index - 1) * width for arm in range(len(results))]
-        axes.bar(positions, means, width, yerr=errors, label=column, capsize=3)
-    axes.set_xticks(range(len(results)), [result["label"] for result in results.values()], rotation=20, ha="right")
-    axes.set_ylabel("Spearman x 100")
-    axes.set_ylim(40, 100)
-    axes.legend()
-    axes.grid(alpha=0.3, axis="y")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
@@ -170,12 +126,13 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    results = {arm: summarise(run_arm(arm, args.seeds, args.steps, output_dir)) for arm in args.arms}
-    lines = table(results, args.steps)
+    results = {arm: summarise(run_arm(arm, args.seeds, args.steps, output_dir), COLUMNS) for arm in args.arms}
+    note = f"(trained arms: {args.steps} steps each; Spearman x 100, SentEval protocol, whole sentences)"
+    lines = table(results, COLUMNS, note, last="kept")
     print("\n" + "\n".join(lines))
     (output_dir / "table.txt").write_text("\n".join(lines) + "\n")
     (output_dir / "summary.json").write_text(json.dumps(results, indent=2))
-    plot(results, output_dir / "domain.png")
+    plot(results, COLUMNS, output_dir / "domain.png")
     print(f"\nWrote {output_dir / 'table.txt'}, summary.json and domain.png")
     return results
 
