@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, sentences
+from conftest import sentences
 from scipy.stats import spearmanr
 from sentence_transformers import SentenceTransformer
 
@@ -202,7 +202,8 @@ def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, s
             "--output",
             str(out),
         ]
-        completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+        # Not the checkout: `-m` puts the working directory on sys.path (the wheel's test must import the wheel).
+        completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert completed.returncode == 0, completed.stderr[-2000:]
         assert "STS12" in completed.stdout and "Avg." in completed.stdout
         caption = "on the 7 STS test tasks, Spearman x 100 of the cosine (SentEval protocol):"
@@ -217,7 +218,7 @@ def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, s
 def test_cli_refuses_a_pooling_for_a_saved_model(tmp_path, tiny_model, senteval_dir):
     tiny_model.save(str(tmp_path / "saved"))
     command = [sys.executable, "-m", "st_simcse.evaluate", str(tmp_path / "saved"), "--pooling", "mean"]
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 2
     assert "is a saved SentenceTransformer, which pools with its own modules" in completed.stderr
     assert "Traceback" not in completed.stderr
