@@ -66,6 +66,14 @@ ARMS = {
         "... --no-mlp, false negatives > 0.7 out",
         [*MINILM_CAPTIONS, "--no-mlp", "--false-negative-threshold", "0.7"],
     ),
+    "minilm-captions-distill-1-t0.1": (
+        "... --no-mlp, distillation 1 at temperature 0.1",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--distillation-temperature", "0.1"],
+    ),
+    "minilm-captions-distill-1-lr1e-5": (
+        "... --no-mlp, distillation 1, --lr 1e-5",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--lr", "1e-5"],
+    ),
     "minilm-captions-distill-1-fn-0.7": (
         "... --no-mlp, distillation 1, false negatives > 0.7 out",
         [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--false-negative-threshold", "0.7"],
