@@ -18,7 +18,7 @@ from sentence_transformers import SentenceTransformerTrainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from st_simcse.losses.state import LossStateCallback
-from st_simcse.runs import STAGING
+from st_simcse.runs import STAGING, is_main_process
 
 
 class AtomicCheckpointTrainer(SentenceTransformerTrainer):
@@ -43,6 +43,10 @@ class AtomicCheckpointTrainer(SentenceTransformerTrainer):
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging = os.path.join(run_dir, STAGING)
         staged = os.path.join(staging, name)
+        if self.args.world_size == 1 and not is_main_process():
+            # A torchrun process of a Trainer that sees one process (torchrun on CPUs without accelerate's set-up):
+            # every process would write the same checkpoint; only the first one does.
+            return
         if self.args.should_save:
             shutil.rmtree(staged, ignore_errors=True)  # a dead run's leftover
         for callback in self._loss_state_callbacks:

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from datasets import DatasetDict
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainingArguments
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.base.training_args import MultiDatasetBatchSamplers
 from sentence_transformers.sentence_transformer.fit_mixin import EvaluatorCallback, OriginalCallback
@@ -162,6 +163,33 @@ class FirstStepTimer(TrainerCallback):
             self.seconds = round(time.time() - psutil.Process().create_time(), 1)
 
 
+class StoppedAtCheckpoint(Exception):
+    """Training ended on a signal, at the checkpoint its stop wrote (see :class:`EvaluatorUnlessStopped`)."""
+
+
+class EvaluatorUnlessStopped(BaseEvaluator):
+    """The run's dev evaluator, except after a signal's stop: model.fit evaluates once more when its epoch ends,
+    which a stop ends early, after the stop's checkpoint is written. That evaluation would cost the grace period a
+    scheduler gives before SIGKILL and add a step an uninterrupted run never evaluates; the run ends there instead.
+    An evaluation due at the stop's own step runs as usual (before its checkpoint is written)."""
+
+    def __init__(self, evaluator: BaseEvaluator, run: TrainingRun) -> None:
+        super().__init__()
+        self.evaluator, self.run = evaluator, run
+        self.primary_metric = evaluator.primary_metric
+        self.greater_is_better = evaluator.greater_is_better
+
+    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        checkpoint = os.path.join(self.run.checkpoint_dir, f"checkpoint-{steps}")
+        if stop_requested() is not None and self.run.last_complete_checkpoint() == checkpoint:
+            raise StoppedAtCheckpoint(checkpoint)
+        return self.evaluator(model, output_path, epoch, steps)
+
+    @property
+    def description(self) -> str:
+        return self.evaluator.description
+
+
 class CheckpointClock(TrainerCallback):
     """Records the training time at every checkpoint (a signal's checkpoint falls between evaluations), so that a
     run resumed from it counts the time before the interruption."""
@@ -288,7 +316,11 @@ def _train_and_report(
 ) -> dict[str, Any]:
     timer = FirstStepTimer()
     tracker.start_training()
-    (fit if path == "fit" else fit_with_trainer)(model, loss, dataset, run, tracker, timer, CheckpointClock(tracker))
+    train = fit if path == "fit" else fit_with_trainer
+    try:
+        train(model, loss, dataset, run, tracker, timer, CheckpointClock(tracker))
+    except StoppedAtCheckpoint:
+        pass  # a signal's stop, its checkpoint written: raised as RunInterrupted below
     training_ended()
     stopped_by = stop_requested()
     if stopped_by is not None:  # the Trainer stopped after the step the signal came in, at a checkpoint
@@ -337,7 +369,7 @@ def fit(
     with fit_callbacks(*run_callbacks(run), *callbacks, progress=progress_callback(), seed_heads=False):
         model.fit(
             train_objectives=[(loader, _objective(loss, run))],
-            evaluator=tracker.evaluator if tracker else None,
+            evaluator=EvaluatorUnlessStopped(tracker.evaluator, run) if tracker else None,
             epochs=1 if run.max_steps else run.epochs,
             steps_per_epoch=run.max_steps,
             scheduler=run.scheduler,
@@ -400,9 +432,9 @@ def fit_with_trainer(
         save_total_limit=1,
     )
     optimizer, schedule = _fit_optimizer(model, losses, run, steps)
-    fit_evaluation = []
+    fit_evaluation, evaluator = [], None
     if tracker:
-        evaluator = tracker.evaluator
+        evaluator = EvaluatorUnlessStopped(tracker.evaluator, run)
         fit_evaluation = [EvaluatorCallback(evaluator), OriginalCallback(tracker.on_evaluation, evaluator)]
     with fit_callbacks(*run_callbacks(run), *callbacks, progress=progress_callback(), seed_heads=False):
         trainer = AtomicCheckpointTrainer(
@@ -410,7 +442,7 @@ def fit_with_trainer(
             args=args,
             train_dataset=train_dataset,
             loss=losses,
-            evaluator=tracker.evaluator if tracker else None,
+            evaluator=evaluator,
             optimizers=(optimizer, schedule),
             callbacks=fit_evaluation,
         )

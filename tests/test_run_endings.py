@@ -155,6 +155,8 @@ def test_second_run_and_resume_on_a_live_folder_are_refused_and_sigterm_checkpoi
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["resumed_from_step"] == step
+    # The stop evaluated nothing an uninterrupted run does not (model.fit's end-of-epoch evaluation included).
+    assert [entry["steps"] for entry in metrics["dev_history"]] == [0, 24]
     # Nothing was lost: the interrupted and resumed run trained exactly the weights of the uninterrupted one.
     last = ("checkpoints", "checkpoint-24")
     straight_weights, resumed_weights = weights(tmp_path.joinpath("straight", *last)), weights(out.joinpath(*last))
