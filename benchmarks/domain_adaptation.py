@@ -78,6 +78,14 @@ ARMS = {
         "... --no-mlp, distillation 3, false negatives > 0.7 out",
         [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "3", "--false-negative-threshold", "0.7"],
     ),
+    "minilm-captions-distill-10-fn-0.7": (
+        "... --no-mlp, distillation 10, false negatives > 0.7 out",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "10", "--false-negative-threshold", "0.7"],
+    ),
+    "minilm-captions-distill-30-fn-0.7": (
+        "... --no-mlp, distillation 30, false negatives > 0.7 out",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "30", "--false-negative-threshold", "0.7"],
+    ),
     "minilm-captions-distill-1-fn-0.6": (
         "... --no-mlp, distillation 1, false negatives > 0.6 out",
         [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--false-negative-threshold", "0.6"],
