@@ -141,15 +141,53 @@ def run_arm(arm: str, seeds: list[int], steps: int, output_dir: Path) -> dict:
     return {"label": label, "runs": runs}
 
 
+def false_negatives(batches: int = 20, batch_size: int = 64, seed: int = 0) -> dict:
+    """How many of SimCSE's in-batch negatives the start model (all-MiniLM-L6-v2) itself calls near-paraphrases:
+    over random batches of the caption corpus and of the general ``train_40k.txt``, the share of anchor-negative pairs
+    above each cosine, and each anchor's closest negative on average."""
+    import random
+
+    model = SentenceTransformer(MINILM)
+    model.max_seq_length = 32  # as in training
+    report = {}
+    for name, path in (("captions", CAPTIONS), ("train_40k", testbed.UNSUP_TRAIN_FILE)):
+        lines = [line.strip() for line in open(path, encoding="utf-8") if line.strip()]
+        sample = random.Random(seed).sample(lines, batches * batch_size)
+        embeddings = model.encode(sample, convert_to_tensor=True, normalize_embeddings=True)
+        shares, closest = {0.5: [], 0.7: [], 0.9: []}, []
+        for start in range(0, len(sample), batch_size):
+            block = embeddings[start : start + batch_size]
+            cosines = block @ block.T
+            negatives = cosines[~np.eye(len(block), dtype=bool)].reshape(len(block), -1)
+            for threshold in shares:
+                shares[threshold].append(float((negatives > threshold).float().mean()))
+            closest.append(float(negatives.max(dim=1).values.mean()))
+        report[name] = {
+            **{f"share above {t}": round(100 * float(np.mean(v)), 2) for t, v in shares.items()},
+            "closest negative (mean cosine)": round(float(np.mean(closest)), 3),
+        }
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--steps", type=int, default=625, help="training steps of every trained arm")
     parser.add_argument("--output-dir", default="output/domain_adaptation")
+    parser.add_argument(
+        "--false-negatives",
+        action="store_true",
+        help="only measure how many in-batch negatives the start model calls near-paraphrases, per corpus",
+    )
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if args.false_negatives:
+        report = false_negatives()
+        print(json.dumps(report, indent=2))
+        (output_dir / "false_negatives.json").write_text(json.dumps(report, indent=2))
+        return report
     results = {arm: summarise(run_arm(arm, args.seeds, args.steps, output_dir), COLUMNS) for arm in args.arms}
     note = f"(trained arms: {args.steps} steps each; Spearman x 100, SentEval protocol, whole sentences)"
     lines = table(results, COLUMNS, note, last="kept")
