@@ -39,19 +39,21 @@ CAPTIONS = str(Path(testbed.SHARED) / "data" / "unsup" / "captions.txt")
 MINILM = str(Path(testbed.SHARED) / "models" / "all-MiniLM-L6-v2")
 CAPTION_SUBSETS = ("STS12 MSRvid", "STS14 images", "STS15 images")
 MINILM_CAPTIONS = ["--model", MINILM, "--train-file", CAPTIONS, "--senteval-dir", testbed.SENTEVAL]
+# Plain SimCSE on the sentence-transformers model (the recipe's default for one is GuidedSimCSELoss without the MLP).
+MINILM_SIMCSE = [*MINILM_CAPTIONS, "--distillation-weight", "0"]
 # arm -> (label, the recipe's options; None: the start model, not trained)
 ARMS = {
     "tiny-40k": ("splade-tiny + SimCSE on train_40k", ["--quick"]),
     "tiny-captions": ("splade-tiny + SimCSE on captions", ["--quick", "--train-file", CAPTIONS]),
     "minilm": ("all-MiniLM-L6-v2, as it is", None),
-    "minilm-captions": ("all-MiniLM-L6-v2 + SimCSE on captions", MINILM_CAPTIONS),
-    "minilm-captions-lr1e-5": ("... with --lr 1e-5", [*MINILM_CAPTIONS, "--lr", "1e-5"]),
-    "minilm-captions-no-mlp": ("... with --no-mlp", [*MINILM_CAPTIONS, "--no-mlp"]),
-    "minilm-captions-no-mlp-lr1e-5": ("... with --no-mlp --lr 1e-5", [*MINILM_CAPTIONS, "--no-mlp", "--lr", "1e-5"]),
-    "minilm-captions-no-mlp-lr3e-6": ("... with --no-mlp --lr 3e-6", [*MINILM_CAPTIONS, "--no-mlp", "--lr", "3e-6"]),
+    "minilm-captions": ("all-MiniLM-L6-v2 + SimCSE on captions", [*MINILM_SIMCSE, "--mlp"]),
+    "minilm-captions-lr1e-5": ("... with --lr 1e-5", [*MINILM_SIMCSE, "--mlp", "--lr", "1e-5"]),
+    "minilm-captions-no-mlp": ("... with --no-mlp", [*MINILM_SIMCSE, "--no-mlp"]),
+    "minilm-captions-no-mlp-lr1e-5": ("... with --no-mlp --lr 1e-5", [*MINILM_SIMCSE, "--no-mlp", "--lr", "1e-5"]),
+    "minilm-captions-no-mlp-lr3e-6": ("... with --no-mlp --lr 3e-6", [*MINILM_SIMCSE, "--no-mlp", "--lr", "3e-6"]),
     "minilm-captions-no-mlp-50-steps": (
         "... with --no-mlp, 50 steps",
-        [*MINILM_CAPTIONS, "--no-mlp", "--max-steps", "50"],
+        [*MINILM_SIMCSE, "--no-mlp", "--max-steps", "50"],
     ),
     # GuidedSimCSELoss: a frozen copy of the start model guides (distillation, false-negative removal).
     "minilm-captions-distill-1": (
@@ -64,7 +66,7 @@ ARMS = {
     ),
     "minilm-captions-fn-0.7": (
         "... --no-mlp, false negatives > 0.7 out",
-        [*MINILM_CAPTIONS, "--no-mlp", "--false-negative-threshold", "0.7"],
+        [*MINILM_SIMCSE, "--no-mlp", "--false-negative-threshold", "0.7"],
     ),
     "minilm-captions-distill-1-t0.1": (
         "... --no-mlp, distillation 1 at temperature 0.1",
@@ -169,6 +171,45 @@ def false_negatives(batches: int = 20, batch_size: int = 64, seed: int = 0) -> d
     return report
 
 
+def drift(arms: list[str], output_dir: Path, seed: int = 42) -> dict:
+    """How far each arm's model (seed ``seed``, after the study's steps) moved from the start model on the STS pairs
+    themselves: the Spearman agreement of its cosines with the start model's, and its mean cosine, on the caption
+    subsets and on the other 21."""
+    from scipy.stats import spearmanr
+
+    subsets = load_sts_subsets(testbed.SENTEVAL)
+    groups = {
+        "captions": [d for d in subsets if d.name in CAPTION_SUBSETS],
+        "other 21": [d for d in subsets if d.name not in CAPTION_SUBSETS],
+    }
+
+    def cosines(model: SentenceTransformer) -> dict[str, np.ndarray]:
+        result = {}
+        for group, data in groups.items():
+            first = model.encode([s for d in data for s in d.sentences1], normalize_embeddings=True, batch_size=128)
+            second = model.encode([s for d in data for s in d.sentences2], normalize_embeddings=True, batch_size=128)
+            result[group] = (first * second).sum(axis=1)
+        return result
+
+    start = cosines(SentenceTransformer(MINILM))
+    report = {}
+    for arm in arms:
+        folder = output_dir / arm / f"seed-{seed}" / "checkpoints"
+        checkpoint = max(folder.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]), default=None)
+        if checkpoint is None:
+            continue
+        trained = cosines(SentenceTransformer(str(checkpoint)))
+        report[arm] = {
+            group: {
+                "agreement with the start model": round(float(spearmanr(start[group], trained[group]).statistic), 4),
+                "mean cosine": round(float(trained[group].mean()), 3),
+                "start model's mean cosine": round(float(start[group].mean()), 3),
+            }
+            for group in groups
+        }
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
@@ -180,9 +221,19 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="only measure how many in-batch negatives the start model calls near-paraphrases, per corpus",
     )
+    parser.add_argument(
+        "--drift",
+        action="store_true",
+        help="only measure how far the trained arms' models (first seed) moved from the start model on the STS pairs",
+    )
     args = parser.parse_args(argv)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if args.drift:
+        report = drift([arm for arm in args.arms if ARMS[arm][1] and "--model" in ARMS[arm][1]], output_dir)
+        print(json.dumps(report, indent=2))
+        (output_dir / "drift.json").write_text(json.dumps(report, indent=2))
+        return report
     if args.false_negatives:
         report = false_negatives()
         print(json.dumps(report, indent=2))

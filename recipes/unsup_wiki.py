@@ -146,11 +146,27 @@ QUICK_MODEL = {"lr": 3e-4}
 
 # What choosing ESimCSE brings (ESimCSE's own settings); an explicit option still wins.
 PRESETS = {"loss": {"esimcse": {"augmentation": "word_repetition"}}}
+# A sentence-transformers start model (a trained sentence model) gets the setting of the domain-adaptation study
+# (docs/results.md): GuidedSimCSELoss, guided by a frozen copy of itself, without the MLP head (for plain SimCSE; the
+# other losses keep their own). A transformers checkpoint keeps the paper's setting. Explicit options still win.
+GUIDED_DISTILLATION_WEIGHT = 10.0
+SENTENCE_TRANSFORMER_DEFAULTS = {
+    "mlp": False,
+    "distillation_weight": lambda args: GUIDED_DISTILLATION_WEIGHT if guidable(args) else 0.0,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser(__doc__, KNOBS)
-    return parse_recipe_arguments(parser, KNOBS, QUICK, argv, PRESETS, quick_model_settings=QUICK_MODEL)
+    return parse_recipe_arguments(
+        parser,
+        KNOBS,
+        QUICK,
+        argv,
+        PRESETS,
+        sentence_transformer_defaults=SENTENCE_TRANSFORMER_DEFAULTS,
+        quick_model_settings=QUICK_MODEL,
+    )
 
 
 def training_data(args: argparse.Namespace) -> DuplicateInputDataset:
@@ -212,6 +228,11 @@ def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer,
         shared_dropout_mask=args.shared_dropout_mask,
     )
     return model, loss
+
+
+def guidable(args: argparse.Namespace) -> bool:
+    """Whether GuidedSimCSELoss can train this run: plain SimCSE, without the MLM objective or the shared mask."""
+    return args.loss == "simcse" and args.mlm_weight == 0 and not args.shared_dropout_mask
 
 
 def guided(args: argparse.Namespace) -> bool:

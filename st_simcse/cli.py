@@ -194,8 +194,9 @@ def parse_recipe_arguments(
     """Parse; every knob the user did not give takes, in this order of precedence: the run's own value when it
     resumes (its ``arguments.json``), a ``presets`` value (a knob's value bringing others, e.g. ``--loss esimcse``
     brings word repetition), a ``sentence_transformer_defaults`` value where the start model is a
-    sentence-transformers model (which is trained as it is: its own pooling, no extra modules), the ``--quick``
-    value (with ``--quick``; ``quick_model_settings`` only for the testbed's own model), else the paper's."""
+    sentence-transformers model (which is trained as it is: its own pooling, no extra modules; a callable there is
+    called with the options once every other knob is set, and gives the value), the ``--quick`` value (with
+    ``--quick``; ``quick_model_settings`` only for the testbed's own model), else the paper's."""
     args = parser.parse_args(argv)
     paper = {knob.name: knob.paper for knob in knobs}
     given = {knob.name for knob in knobs if getattr(args, knob.name) is not None}
@@ -228,12 +229,18 @@ def parse_recipe_arguments(
                 "checkpoint to choose the pooling."
             )
         args.pooling = start.pooling
-    for name, value in (sentence_transformer_defaults or {}).items():
-        if start.sentence_transformer and getattr(args, name) is None:
+    st_defaults = (sentence_transformer_defaults or {}) if start.sentence_transformer else {}
+    for name, value in st_defaults.items():
+        if getattr(args, name) is None and not callable(value):
             setattr(args, name, value)
+    unset = {knob.name for knob in knobs if getattr(args, knob.name) is None}
     for knob in knobs:
-        if getattr(args, knob.name) is None:
+        if knob.name in unset:
             setattr(args, knob.name, default(knob.name))
+    # A default that depends on the other options (e.g. only for one --loss), decided once they are all set.
+    for name, value in st_defaults.items():
+        if callable(value) and name in unset:
+            setattr(args, name, value(args))
     return args
 
 

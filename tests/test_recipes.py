@@ -375,3 +375,24 @@ def test_ctrl_c_names_the_resume_command_and_it_resumes_the_whole_run(tmp_path, 
     # An option given explicitly that differs is still refused.
     changed = run_recipe("unsup_wiki.py", "--output-dir", str(out), "--resume", "--lr", "0.1")
     assert "holds a finished run" in changed.stdout  # finished: nothing to resume, nothing changed
+
+
+def test_a_sentence_transformer_start_model_gets_the_studys_setting(splade_tiny):
+    """A trained sentence model is continued with GuidedSimCSELoss, no MLP (the domain study's setting); a
+    transformers checkpoint keeps the paper's SimCSE; explicit options and the other losses keep theirs."""
+    from conftest import SHARED
+
+    from st_simcse import GuidedSimCSELoss, SimCSELoss
+
+    minilm = SHARED / "models" / "all-MiniLM-L6-v2"
+    if not minilm.exists():
+        pytest.skip(f"needs {minilm}")
+    args = unsup_wiki.parse_args(["--model", str(minilm)])
+    assert (args.mlp, args.distillation_weight) == (False, unsup_wiki.GUIDED_DISTILLATION_WEIGHT)
+    loss = unsup_wiki.build_model_and_loss(args)[1]
+    assert type(loss) is GuidedSimCSELoss and loss.distillation_weight == unsup_wiki.GUIDED_DISTILLATION_WEIGHT
+    assert unsup_wiki.parse_args(["--model", str(minilm), "--loss", "esimcse"]).distillation_weight == 0.0
+    plain = unsup_wiki.parse_args(["--model", str(minilm), "--distillation-weight", "0", "--mlp"])
+    assert type(unsup_wiki.build_model_and_loss(plain)[1]) is SimCSELoss
+    paper = unsup_wiki.parse_args(["--quick"])
+    assert (paper.mlp, paper.distillation_weight, paper.false_negative_threshold) == (True, 0.0, None)
