@@ -76,6 +76,14 @@ ARMS = {
         "... --no-mlp, distillation 1 at temperature 0.1",
         [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--distillation-temperature", "0.1"],
     ),
+    "minilm-captions-distill-3-t0.1": (
+        "... --no-mlp, distillation 3 at temperature 0.1",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "3", "--distillation-temperature", "0.1"],
+    ),
+    "minilm-captions-distill-10-t0.1": (
+        "... --no-mlp, distillation 10 at temperature 0.1",
+        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "10", "--distillation-temperature", "0.1"],
+    ),
     "minilm-captions-distill-1-lr1e-5": (
         "... --no-mlp, distillation 1, --lr 1e-5",
         [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--lr", "1e-5"],
