@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import testbed  # noqa: E402
 import unsup_wiki  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
-from studies import plot, summarise, table  # noqa: E402
+from studies import summarise, write_report  # noqa: E402
 
 from st_simcse.evaluation import STSSuiteEvaluator, STSTaskEvaluator, load_sts_subsets, load_sts_tasks  # noqa: E402
 
@@ -250,12 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
         return report
     results = {arm: summarise(run_arm(arm, args.seeds, args.steps, output_dir), COLUMNS) for arm in args.arms}
     note = f"(trained arms: {args.steps} steps each; Spearman x 100, SentEval protocol, whole sentences)"
-    lines = table(results, COLUMNS, note, last="kept")
-    print("\n" + "\n".join(lines))
-    (output_dir / "table.txt").write_text("\n".join(lines) + "\n")
-    (output_dir / "summary.json").write_text(json.dumps(results, indent=2))
-    plot(results, COLUMNS, output_dir / "domain.png")
-    print(f"\nWrote {output_dir / 'table.txt'}, summary.json and domain.png")
+    write_report(results, COLUMNS, note, output_dir, "domain.png")
     return results
 
 

@@ -1,8 +1,9 @@
 """What the studies (domain_adaptation.py, supervised_mining.py) share: the mean and sample standard deviation over
-seeds, the text table with one row per seed and one per arm, and the bar plot of the means."""
+seeds, the text table with one row per seed and one per arm, the bar plot of the means, and the files they go to."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -53,3 +54,15 @@ def plot(results: dict[str, dict], columns: tuple[str, ...], path: Path, bottom:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def write_report(
+    results: dict[str, dict], columns: tuple[str, ...], note: str, output_dir: Path, plot_name: str
+) -> None:
+    """Print the table; write it as ``table.txt``, the results as ``summary.json`` and the plot as ``plot_name``."""
+    lines = table(results, columns, note, last="kept")
+    print("\n" + "\n".join(lines))
+    (output_dir / "table.txt").write_text("\n".join(lines) + "\n")
+    (output_dir / "summary.json").write_text(json.dumps(results, indent=2))
+    plot(results, columns, output_dir / plot_name)
+    print(f"\nWrote {output_dir / 'table.txt'}, summary.json and {plot_name}")

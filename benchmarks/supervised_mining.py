@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import sup_nli  # noqa: E402
 import testbed  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
-from studies import plot, summarise, table  # noqa: E402
+from studies import summarise, write_report  # noqa: E402
 
 from st_simcse.evaluation import sts_evaluator  # noqa: E402
 
@@ -107,12 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
             results[f"{model}-{arm}"] = summarise(run(model, arm, args.seeds, output_dir), COLUMNS)
     steps = ", ".join(f"{MODELS[m][0]} {MODELS[m][2]}" for m in args.models)
     note = f"(steps per arm: {steps}; judged after the last step; Spearman x 100, SentEval protocol)"
-    lines = table(results, COLUMNS, note, last="kept")
-    print("\n" + "\n".join(lines))
-    (output_dir / "table.txt").write_text("\n".join(lines) + "\n")
-    (output_dir / "summary.json").write_text(json.dumps(results, indent=2))
-    plot(results, COLUMNS, output_dir / "mining.png")
-    print(f"\nWrote {output_dir / 'table.txt'}, summary.json and mining.png")
+    write_report(results, COLUMNS, note, output_dir, "mining.png")
     return results
 
 

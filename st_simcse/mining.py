@@ -5,8 +5,11 @@ memory, and records what it did."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
@@ -22,6 +25,28 @@ RELATIVE_MARGIN = 0.05
 # The closest candidates looked at per anchor. sentence-transformers derives 11 from one negative and a margin: on an
 # anisotropic encoder (raw BERT: every cosine near 0.9) those are all within the margin, and most pairs get none.
 RANGE_MAX = 100
+# glibc's mallopt parameter; 32 MiB is where its own adaptive threshold ends up in a process that frees large blocks.
+M_MMAP_THRESHOLD, ADAPTED_MMAP_THRESHOLD = -3, 32 << 20
+
+
+@contextlib.contextmanager
+def large_blocks_returned_to_the_system() -> Iterator[None]:
+    """sentence-transformers' miner scores a block of anchors against every candidate, then keeps the block's few
+    best. Under glibc's adaptive malloc each freed block stays in the heap, pinned by the small results allocated after
+    it, and the next block goes elsewhere: the process grows by the whole anchors x candidates matrix (10.8 GB at 50k
+    pairs, benchmarks/mining_memory.py). Served by mmap, each block goes back to the system when freed."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: its allocator has its own behaviour, left as it is
+        yield
+        return
+    mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    try:
+        yield
+    finally:
+        mallopt(M_MMAP_THRESHOLD, ADAPTED_MMAP_THRESHOLD)
+        malloc_trim(0)
 
 
 def mine_hard_negatives(
@@ -56,24 +81,25 @@ def mine_hard_negatives(
         logger.warning("Mining without a margin: a paraphrase of the positive can become the negative.")
     dimension = model.get_embedding_dimension() or 768
     started = time.perf_counter()
-    mined = st_mine_hard_negatives(
-        pairs.to_hf_dataset(),
-        model,
-        anchor_column_name="anchor",
-        positive_column_name="positive",
-        relative_margin=relative_margin,
-        absolute_margin=absolute_margin,
-        range_max=range_max,
-        num_negatives=1,
-        sampling_strategy="top",
-        output_format="triplet",
-        batch_size=batch_size,
-        # Similarities are scored this many anchors at a time against every candidate: with the embedding's
-        # dimension, that block is no larger than the candidates' embeddings (16384 would be 65 GB at 1M pairs).
-        faiss_batch_size=dimension,
-        use_faiss=False,
-        verbose=False,
-    )
+    with large_blocks_returned_to_the_system():
+        mined = st_mine_hard_negatives(
+            pairs.to_hf_dataset(),
+            model,
+            anchor_column_name="anchor",
+            positive_column_name="positive",
+            relative_margin=relative_margin,
+            absolute_margin=absolute_margin,
+            range_max=range_max,
+            num_negatives=1,
+            sampling_strategy="top",
+            output_format="triplet",
+            batch_size=batch_size,
+            # Similarities are scored this many anchors at a time against every candidate: with the embedding's
+            # dimension, that block is no larger than the candidates' embeddings (16384 would be 65 GB at 1M pairs).
+            faiss_batch_size=dimension,
+            use_faiss=False,
+            verbose=False,
+        )
     seconds = time.perf_counter() - started
     triplets = TripletDataset(mined.select_columns(list(TripletDataset.column_names)))
     triplets.mining = {

@@ -9,8 +9,10 @@ paper's full-size data are out of reach offline, and a test cannot train for an 
 - data: ``wiki1m_for_simcse.txt`` -> the first 256 lines of ``train_40k.txt``; ``SentEval/data/downstream`` and
   ``DIR`` -> ``../shared/data/senteval``; the users' files of the examples (``corpus.jsonl.gz`` and
   ``my_corpus.jsonl.gz``: 256 captions with a ``body`` field; ``my_pairs.csv``, ``dev_pairs.csv``,
-  ``test_pairs.csv``, ``my_dev_pairs.csv``: 100 STS-B dev pairs) are written beside the block;
-- step counts: a recipe command gets ``--max-steps 4 --eval-steps 2`` (and ``--batch-size 32`` where it gives none);
+  ``test_pairs.csv``, ``my_dev_pairs.csv``: 100 STS-B dev pairs; ``pairs.jsonl`` and ``my_pairs.jsonl``: 300 SNLI
+  (premise, entailment) pairs with ``question`` and ``answer`` fields) are written beside the block;
+- step counts: a recipe command gets ``--max-steps 4 --eval-steps 2`` (and ``--batch-size 32`` where it gives none)
+  and, unless it asks for ``--sts-test``, ``--no-sts-test`` (the final 7-task table is tested in test_recipes.py);
   ``--seeds A B C ...`` runs its first two seeds; ``torchrun --nproc_per_node 4`` runs 2 processes, with ``--quick``;
 - a command that an earlier block already ran, the same after these substitutions (the README's main job is the
   first line of the recipes page), passed there and is not run twice;
@@ -83,8 +85,14 @@ def files(tmp_path_factory) -> dict[str, str]:
                             intermediate_size=64, max_position_embeddings=512)  # fmt: skip
         BertModel(config).save_pretrained(folder / name)
         AutoTokenizer.from_pretrained(str(SPLADE_TINY)).save_pretrained(folder / name)
+    with open(SHARED / "data" / "nli" / "snli_triplets.csv", newline="", encoding="utf-8") as handle:
+        labelled = list(csv.DictReader(handle))[:300]
+    with open(folder / "pairs.jsonl", "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps({"question": row["sent0"], "answer": row["sent1"]}) + "\n" for row in labelled)
     minilm = str(SHARED / "models" / "all-MiniLM-L6-v2")
     return {
+        "my_pairs.jsonl": str(folder / "pairs.jsonl"),
+        "pairs.jsonl": str(folder / "pairs.jsonl"),
         "princeton-nlp/sup-simcse-bert-base-uncased": str(folder / "sup-simcse-bert-tiny"),
         "princeton-nlp/unsup-simcse-bert-base-uncased": str(folder / "unsup-simcse-bert-tiny"),
         "sentence-transformers/all-MiniLM-L6-v2": minilm,
@@ -132,6 +140,8 @@ def shortened(command: list[str], files: dict[str, str], output_dir: Path) -> li
     if recipe:
         command[command.index(recipe)] = str(REPO / recipe)
         command += ["--max-steps", "4", "--eval-steps", "2"]
+        if "--sts-test" not in command:  # the final 7-task table has its own tests (test_recipes.py); minutes here
+            command += ["--no-sts-test"]
         if "--batch-size" not in command:
             command += ["--batch-size", "32"]
         if "--output-dir" not in command:

@@ -281,4 +281,3 @@ def test_a_hub_model_with_hf_hub_offline_and_no_cached_copy_is_one_line(tmp_path
 
 def test_conftest_clears_the_callers_offline_switch():
     assert "HF_HUB_OFFLINE" not in os.environ  # so the suite passes with and without it set by the caller
-
