@@ -41,6 +41,25 @@ CAPTION_SUBSETS = ("STS12 MSRvid", "STS14 images", "STS15 images")
 MINILM_CAPTIONS = ["--model", MINILM, "--train-file", CAPTIONS, "--senteval-dir", testbed.SENTEVAL]
 # Plain SimCSE on the sentence-transformers model (the recipe's default for one is GuidedSimCSELoss without the MLP).
 MINILM_SIMCSE = [*MINILM_CAPTIONS, "--distillation-weight", "0"]
+
+
+def guided_arm(
+    weight: str, temperature: str | None = None, threshold: str | None = None, lr: str | None = None
+) -> tuple[str, tuple[str, list[str]]]:
+    """A GuidedSimCSELoss arm on all-MiniLM-L6-v2 + captions, without the MLP: its name, label and options."""
+    name, label, options = f"minilm-captions-distill-{weight}", f"... --no-mlp, distillation {weight}", []
+    if temperature:
+        name, label = f"{name}-t{temperature}", f"{label} at temperature {temperature}"
+        options += ["--distillation-temperature", temperature]
+    if lr:
+        name, label = f"{name}-lr{lr}", f"{label}, --lr {lr}"
+        options += ["--lr", lr]
+    if threshold:
+        name, label = f"{name}-fn-{threshold}", f"{label}, false negatives > {threshold} out"
+        options += ["--false-negative-threshold", threshold]
+    return name, (label, [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", weight, *options])
+
+
 # arm -> (label, the recipe's options; None: the start model, not trained)
 ARMS = {
     "tiny-40k": ("splade-tiny + SimCSE on train_40k", ["--quick"]),
@@ -60,53 +79,24 @@ ARMS = {
         [*MINILM_SIMCSE, "--no-mlp", "--max-steps", "50"],
     ),
     # GuidedSimCSELoss: a frozen copy of the start model guides (distillation, false-negative removal).
-    "minilm-captions-distill-1": (
-        "... --no-mlp, distillation 1",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1"],
-    ),
-    "minilm-captions-distill-10": (
-        "... --no-mlp, distillation 10",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "10"],
-    ),
+    **dict(guided_arm(weight) for weight in ("1", "10")),
     "minilm-captions-fn-0.7": (
         "... --no-mlp, false negatives > 0.7 out",
         [*MINILM_SIMCSE, "--no-mlp", "--false-negative-threshold", "0.7"],
     ),
-    "minilm-captions-distill-1-t0.1": (
-        "... --no-mlp, distillation 1 at temperature 0.1",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--distillation-temperature", "0.1"],
-    ),
-    "minilm-captions-distill-3-t0.1": (
-        "... --no-mlp, distillation 3 at temperature 0.1",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "3", "--distillation-temperature", "0.1"],
-    ),
-    "minilm-captions-distill-10-t0.1": (
-        "... --no-mlp, distillation 10 at temperature 0.1",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "10", "--distillation-temperature", "0.1"],
-    ),
-    "minilm-captions-distill-1-lr1e-5": (
-        "... --no-mlp, distillation 1, --lr 1e-5",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--lr", "1e-5"],
-    ),
-    "minilm-captions-distill-3-fn-0.7": (
-        "... --no-mlp, distillation 3, false negatives > 0.7 out",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "3", "--false-negative-threshold", "0.7"],
-    ),
-    "minilm-captions-distill-10-fn-0.7": (
-        "... --no-mlp, distillation 10, false negatives > 0.7 out",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "10", "--false-negative-threshold", "0.7"],
-    ),
-    "minilm-captions-distill-30-fn-0.7": (
-        "... --no-mlp, distillation 30, false negatives > 0.7 out",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "30", "--false-negative-threshold", "0.7"],
-    ),
-    "minilm-captions-distill-1-fn-0.6": (
-        "... --no-mlp, distillation 1, false negatives > 0.6 out",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--false-negative-threshold", "0.6"],
-    ),
-    "minilm-captions-distill-1-fn-0.7": (
-        "... --no-mlp, distillation 1, false negatives > 0.7 out",
-        [*MINILM_CAPTIONS, "--no-mlp", "--distillation-weight", "1", "--false-negative-threshold", "0.7"],
+    **dict(
+        guided_arm(*setting)
+        for setting in [
+            ("1", "0.1"),
+            ("3", "0.1"),
+            ("10", "0.1"),
+            ("1", None, None, "1e-5"),
+            ("3", None, "0.7"),
+            ("10", None, "0.7"),
+            ("30", None, "0.7"),
+            ("1", None, "0.6"),
+            ("1", None, "0.7"),
+        ]
     ),
 }
 COLUMNS = ("captions", "other 21", "7-task avg.")

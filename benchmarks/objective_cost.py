@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import time_steps, to_device  # noqa: E402
+from train_throughput import column_features, time_steps  # noqa: E402
 
 from st_simcse import GuidedSimCSELoss, SimCSEDataCollator, SimCSELoss, build_model, read_sentences  # noqa: E402
 
@@ -52,12 +52,7 @@ class ObjectiveStep:
         self.optimizer = torch.optim.AdamW([p for p in self.loss.parameters() if p.requires_grad], lr=1e-5)
 
     def __call__(self, batch: list[str]) -> None:
-        collated = self.collator([{"anchor": text, "positive": text} for text in batch])
-        features = [
-            to_device({k[len(column) + 1 :]: v for k, v in collated.items() if k.startswith(column)}, "cpu")
-            for column in ("anchor", "positive")
-        ]
-        self.loss(features, None).backward()
+        self.loss(column_features(self.collator, batch, "cpu"), None).backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

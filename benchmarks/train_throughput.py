@@ -67,6 +67,15 @@ def to_device(features: dict, device: str) -> dict:
     }
 
 
+def column_features(collator, batch: list[str], device: str) -> list[dict]:
+    """What the Trainer does: collate the (s, s) rows, then split the batch into one dict per column."""
+    collated = collator([{"anchor": text, "positive": text} for text in batch])
+    return [
+        to_device({k[len(column) + 1 :]: v for k, v in collated.items() if k.startswith(column)}, device)
+        for column in ("anchor", "positive")
+    ]
+
+
 class Step:
     """One variant's training step, owning its loss and optimizer over the shared model."""
 
@@ -97,15 +106,7 @@ class Step:
             if self.variant == "plain":
                 value = self._plain(batch)
             else:
-                # What the Trainer does: collate the (s, s) rows, then split the batch into one dict per column.
-                collated = self.collator([{"anchor": text, "positive": text} for text in batch])
-                features = [
-                    to_device(
-                        {k[len(column) + 1 :]: v for k, v in collated.items() if k.startswith(column)}, self.device
-                    )
-                    for column in ("anchor", "positive")
-                ]
-                value = self.loss(features, None)
+                value = self.loss(column_features(self.collator, batch, self.device), None)
         value.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
