@@ -33,7 +33,8 @@ import unsup_wiki  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from studies import summarise, write_report  # noqa: E402
 
-from st_simcse.evaluation import STSSuiteEvaluator, STSTaskEvaluator, load_sts_subsets, load_sts_tasks  # noqa: E402
+from st_simcse.evaluation.evaluators import STSSuiteEvaluator, STSTaskEvaluator  # noqa: E402
+from st_simcse.evaluation.sts import load_sts_subsets, load_sts_tasks  # noqa: E402
 
 CAPTIONS = str(Path(testbed.SHARED) / "data" / "unsup" / "captions.txt")
 MINILM = str(Path(testbed.SHARED) / "models" / "all-MiniLM-L6-v2")

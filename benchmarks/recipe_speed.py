@@ -11,7 +11,7 @@ Rows, interleaved repeat by repeat, each timed from building the model to the en
   duplicated 2B rows, [CLS] + MLP, cosine / temperature, cross-entropy; AdamW, linear decay, clipping at 1.0,
   the recipe's learning rate, seeded shuffling. The floor of overhead.
 - ``recipe, no evaluation``: ``recipes/unsup_wiki.py``'s own code (its arguments, model and loss, and
-  ``st_simcse.training.fit``: model.fit with its collator, scheduler, clipping, seeding), no evaluation.
+  ``st_simcse.training.paths.fit``: model.fit with its collator, scheduler, clipping, seeding), no evaluation.
 - ``recipe, evaluation``: the same with the STS-B dev evaluation and checkpoint every ``--eval-steps`` (only for
   runs of at least one evaluation interval).
 - ``recipe LEVER`` for each of ``--levers``: the recipe without evaluation, with that option flipped
@@ -41,8 +41,8 @@ import testbed  # noqa: E402
 import unsup_wiki  # noqa: E402
 
 from st_simcse import read_sentences  # noqa: E402
-from st_simcse.selection import DevTracker  # noqa: E402
-from st_simcse.training import fit  # noqa: E402
+from st_simcse.training.paths import fit  # noqa: E402
+from st_simcse.training.selection import DevTracker  # noqa: E402
 
 VARIANTS = ("plain loop", "recipe, no evaluation", "recipe, evaluation")
 

@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
 from st_simcse import build_model, load_sts_tasks, sts_evaluator
-from st_simcse.models import whole_sentences
+from st_simcse.models.build import whole_sentences
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -37,7 +37,7 @@ import testbed  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from studies import summarise, write_report  # noqa: E402
 
-from st_simcse.evaluation import sts_evaluator  # noqa: E402
+from st_simcse.evaluation.evaluators import sts_evaluator  # noqa: E402
 
 MINILM = str(Path(testbed.SHARED) / "models" / "all-MiniLM-L6-v2")
 # model -> (label, the recipe's options, steps)

@@ -8,14 +8,16 @@ version on a small SNLI triplet set:
 
     python recipes/sup_nli.py --quick
 
-Your own labelled pairs or triplets, in any format (csv, tsv, jsonl, json, parquet, compressed, a datasets folder, a
-hub dataset), with any column names, and hard negatives mined with the start model where you have only pairs:
+Your own labelled pairs or triplets, in any format (a table, compressed or not, a datasets folder, a hub dataset:
+--help lists the formats), with any column names, and hard negatives mined with the start model where you have only
+pairs:
 
     python recipes/sup_nli.py --model sentence-transformers/all-MiniLM-L6-v2 --train-file pairs.jsonl \
         --columns question,answer --mine-hard-negatives --dev-file dev_pairs.csv --test-file test_pairs.csv
 
-Outputs go to --output-dir (default output/sup-simcse/): the best model, metrics.json, dev_curve.png,
-align_uniform.png, checkpoints/, arguments.json and run.log.
+Watch it in TensorBoard (--report-to tensorboard), publish it (--push-to-hub), rerun it (--config OUT/arguments.json
+--output-dir NEW). Outputs go to --output-dir (default output/sup-simcse/): the best model and its card,
+metrics.json, dev_curve.png, align_uniform.png, checkpoints/, arguments.json and run.log.
 """
 
 from __future__ import annotations
@@ -25,26 +27,16 @@ import json
 import os
 
 import testbed
-from datasets import Dataset
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Dense
-from transformers import set_seed
 
-from st_simcse import PairDataset, SimCSELoss, TripletDataset, build_model, load_labelled
-from st_simcse.cli import (
-    build_parser,
-    check_corpus_size,
-    checked_training_run,
-    knob,
-    launched_on_several_devices,
-    parse_recipe_arguments,
-    run_main,
-)
-from st_simcse.mining import describe_mining, mine_hard_negatives
-from st_simcse.reports import log_to_file, report_finished, report_results
-from st_simcse.runs import write_json
-from st_simcse.seeds import run_seeds
-from st_simcse.training import train_and_evaluate
+# Only what parses and checks the options is imported here; the libraries that train (torch, transformers,
+# sentence-transformers) are imported where they are used, after every check: a refused run ends in well under 2 s.
+from st_simcse.console import column_names
+from st_simcse.data.formats import describe_sources
+from st_simcse.training.checks import check_corpus_size, checked_training_run
+from st_simcse.training.command import launched_on_several_devices, run_main
+from st_simcse.training.options import knob, parse_recipe_arguments
+from st_simcse.training.run import TrainingRun, write_json
+from st_simcse.training.seeds import run_seeds
 
 # The paper's supervised BERT-base setting (its Appendix A and run_sup_example.sh); `--help` says what each does.
 KNOBS = [
@@ -52,8 +44,8 @@ KNOBS = [
     knob(
         "train_file",
         "nli_for_simcse.csv",
-        "labelled pairs or triplets: csv, tsv, jsonl, json, parquet (also compressed), a datasets save_to_disk "
-        "folder or a hub dataset; columns anchor,positive[,negative] or sent0,sent1[,hard_neg], else --columns",
+        f"labelled pairs or triplets: {describe_sources(tabular_only=True)}; columns anchor,positive[,negative] or "
+        "sent0,sent1[,hard_neg], else --columns",
     ),
     knob("train_split", "train"),
     knob("train_subset", None, "the subset (configuration) of a hub dataset, e.g. triplet of all-nli", type=str),
@@ -78,7 +70,9 @@ KNOBS = [
     knob("mining_range_max", 100, "--mine-hard-negatives: the most similar candidates looked at per anchor"),
     knob("senteval_dir", None, type=str),
     knob("dev_file", None),
+    knob("dev_columns", None),
     knob("test_file", None),
+    knob("test_columns", None),
     knob("sts_test", True),
     knob("pooling", "cls"),
     knob(
@@ -110,6 +104,12 @@ KNOBS = [
     knob("seeds", None),
     knob("keep_checkpoints", False),
     knob("output_dir", "output/sup-simcse"),
+    knob("report_to", "none"),
+    knob("run_name", None),
+    knob("logging_steps", 10),
+    knob("push_to_hub", False),
+    knob("hub_model_id", None),
+    knob("hub_private", False),
 ]
 # The offline testbed (--quick): 6k SNLI triplets, so smaller batches (more steps).
 QUICK = {
@@ -129,9 +129,8 @@ SENTENCE_TRANSFORMER_DEFAULTS = {"mlp": False}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser(__doc__, KNOBS)
     defaults = {"sentence_transformer_defaults": SENTENCE_TRANSFORMER_DEFAULTS, "quick_model_settings": QUICK_MODEL}
-    return parse_recipe_arguments(parser, KNOBS, QUICK, argv, **defaults)
+    return parse_recipe_arguments(__doc__, KNOBS, argv, quick=QUICK, **defaults)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -141,20 +140,15 @@ def main(argv: list[str] | None = None) -> dict:
     return train(args)
 
 
-def column_names(args: argparse.Namespace) -> list[str] | None:
-    if args.columns is None:
-        return None
-    names = [name.strip() for name in args.columns.split(",")]
-    if len(names) not in (2, 3) or not all(names):
-        raise ValueError(
-            f"--columns {args.columns}: name the anchor, the positive and optionally the hard-negative column, "
-            "separated by commas, e.g. --columns question,answer or --columns premise,entailment,contradiction."
-        )
-    return names
+def columns(args: argparse.Namespace) -> list[str] | None:
+    """--columns: the anchor, the positive and optionally the hard-negative column."""
+    roles = "the anchor, the positive and optionally the hard-negative column"
+    return column_names(args.columns, "--columns", (2, 3), "question,answer", roles)
 
 
-def check(args: argparse.Namespace):
-    column_names(args)
+def check(args: argparse.Namespace) -> TrainingRun:
+    """This recipe's own options, then what both recipes share, before any model loads."""
+    columns(args)
     if not 0 <= args.mining_relative_margin < 1:
         raise ValueError(f"--mining-relative-margin must be in [0, 1), got {args.mining_relative_margin}.")
     if args.mining_range_max < 1:
@@ -162,29 +156,60 @@ def check(args: argparse.Namespace):
     return checked_training_run(args)
 
 
-def training_data(args: argparse.Namespace) -> PairDataset | TripletDataset:
-    """The labelled pairs or triplets, checked (columns, empty cells, at least one batch) before any model loads."""
-    dataset = load_labelled(args.train_file, column_names(args), split=args.train_split, subset=args.train_subset)
+# Where more than this share of the rows have an anchor equal to their positive, the file is not labelled pairs.
+MOST_ROWS = 0.5
+
+
+def training_data(args: argparse.Namespace):
+    """The labelled pairs or triplets, checked (columns, empty cells, rows that are not pairs, at least one batch)
+    and reported on before any model loads: ``dataset.report`` holds the lines to print, ``dataset.record`` what
+    metrics.json records."""
+    from st_simcse import TripletDataset, load_labelled
+    from st_simcse.data.report import labelled_report
+
+    dataset = load_labelled(args.train_file, columns(args), split=args.train_split, subset=args.train_subset)
     if args.mine_hard_negatives and isinstance(dataset, TripletDataset):
         raise ValueError(
             f"{args.train_file} already has hard negatives; drop --mine-hard-negatives to train on them, or mine "
             "instead with --columns ANCHOR,POSITIVE."
         )
+    report = labelled_report(dataset.table, args.train_file)
+    if report.anchor_is_positive > MOST_ROWS * report.rows:
+        raise ValueError(
+            f"{args.train_file}: the anchor equals the positive in {report.anchor_is_positive} of {report.rows} "
+            "rows, so this is not labelled pairs: supervised SimCSE would learn nothing from them. Check --columns "
+            "(two different columns), or train unsupervised SimCSE on the sentences with recipes/unsup_wiki.py."
+        )
     check_corpus_size(len(dataset), args)
+    pairs = "" if isinstance(dataset, TripletDataset) else " (mining a hard negative for each with the start model)"
+    lines = report.lines(pairs if args.mine_hard_negatives else "" if pairs == "" else " (no hard negatives)")
+    if report.anchor_is_positive:
+        lines.append(
+            f"warning: in {report.anchor_is_positive} rows the anchor equals the positive: those rows teach nothing "
+            "(check --columns, or drop them)"
+        )
+    dataset.report, dataset.record = lines, {"source": args.train_file, "report": report.as_dict()}
     return dataset
 
 
-def mining_model(model: SentenceTransformer, args: argparse.Namespace) -> SentenceTransformer:
+def mining_model(model, args: argparse.Namespace):
     """The start model as it judges similarity: without the MLP this recipe adds (random until trained)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
+
     if not args.mlp:
         return model
     added = [module for module in model if isinstance(module, Dense)][-1]
     return SentenceTransformer(modules=[module for module in model if module is not added], device=str(model.device))
 
 
-def mined(dataset: PairDataset, model: SentenceTransformer, args: argparse.Namespace) -> TripletDataset:
+def mined(dataset, model, args: argparse.Namespace):
     """The pairs with one hard negative each, mined with the start model; kept in the output folder, so that a
     resumed run trains on the same triplets without mining again."""
+    from datasets import Dataset
+
+    from st_simcse import TripletDataset, mine_hard_negatives
+
     saved = os.path.join(args.output_dir, MINED_FILE)
     if args.resume and os.path.isfile(saved):
         triplets = TripletDataset(Dataset.from_parquet(saved))
@@ -208,19 +233,23 @@ def saved_mining(output_dir: str) -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
-    # 1. Check every input before loading the model, and write nothing for a run that is already finished.
+    from transformers import set_seed
+
+    from st_simcse import SimCSELoss, build_model
+    from st_simcse.data.mining import describe_mining
+    from st_simcse.training.loop import train_and_evaluate
+    from st_simcse.training.reports import log_to_file, report_finished, report_results
+
+    # 1. Check every input before loading the model, and write nothing for a run that is already finished. The data
+    #    is read and reported on (rows, exact repeats, rows that are not pairs) before the model loads.
     run = check(args)
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)
+    run.training_data = dataset.record
     run.claim()  # one folder, one run: held until this process ends; another run there is refused
     log_path = log_to_file(args.output_dir)
-    if isinstance(dataset, TripletDataset):
-        print(f"{len(dataset)} training triplets")
-    elif args.mine_hard_negatives:
-        print(f"{len(dataset)} training pairs: mining a hard negative for each with the start model")
-    else:
-        print(f"{len(dataset)} training pairs (no hard negatives)")
+    print("\n".join(dataset.report))
 
     # 2. Encoder + [CLS] pooling + the MLP as a built-in Dense(tanh) module, which the saved model keeps (a
     #    sentence-transformers start model keeps its own modules).
@@ -238,8 +267,8 @@ def train(args: argparse.Namespace) -> dict:
     if args.mine_hard_negatives:
         dataset = mined(dataset, model, args)
         print(describe_mining(dataset.mining))
-        run.training_data = {"mining": dataset.mining}
-    run.training_data = {**run.training_data, "kind": type(dataset).__name__, "examples": len(dataset)}
+        run.training_data["mining"] = dataset.mining
+    run.training_data.update(kind=type(dataset).__name__, examples=len(dataset))
     # Under torchrun every device's anchors also see the other devices' positives and hard negatives.
     loss = SimCSELoss(
         model,

@@ -10,15 +10,16 @@ paper's BERT-base run; ``--quick`` runs the same pipeline offline on the small t
     python recipes/unsup_wiki.py --quick --loss esimcse              # ESimCSE: word repetition + momentum queue
     python recipes/unsup_wiki.py --quick --augmentation crop --augmentation-rate 0.2   # paper Table 1
 
-Your own corpus, start model and yardstick (domain adaptation): any corpus (text, also compressed, csv, tsv, jsonl,
-json, parquet, a datasets folder, a hub dataset), any start model (a sentence-transformers model is trained as it
-is), your own scored pairs for model selection and the final report:
+Your own corpus, start model and yardstick (domain adaptation): any corpus (a text file, a table, compressed or not,
+a datasets folder, a hub dataset: --help lists the formats), any start model (a sentence-transformers model is trained
+as it is), your own scored pairs for model selection and the final report:
 
     python recipes/unsup_wiki.py --model sentence-transformers/all-MiniLM-L6-v2 --train-file corpus.jsonl.gz \
         --text-column body --dev-file dev_pairs.csv --test-file test_pairs.csv
 
-Outputs go to --output-dir (default output/unsup-simcse/, about 70 MB with its checkpoints): the best model,
-metrics.json, dev_curve.png, align_uniform.png, checkpoints/, arguments.json and run.log.
+Watch it in TensorBoard (--report-to tensorboard), publish it (--push-to-hub), rerun it (--config OUT/arguments.json
+--output-dir NEW). Outputs go to --output-dir (default output/unsup-simcse/, about 70 MB with its checkpoints): the
+best model and its card, metrics.json, dev_curve.png, align_uniform.png, checkpoints/, arguments.json and run.log.
 """
 
 from __future__ import annotations
@@ -26,26 +27,16 @@ from __future__ import annotations
 import argparse
 
 import testbed
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-from torch import nn
-from transformers import set_seed
 
-from st_simcse import DuplicateInputDataset, ESimCSELoss, GuidedSimCSELoss, SimCSELoss, build_model, load_corpus
-from st_simcse.augmentation import AUGMENTATIONS, make_augmentation
-from st_simcse.cli import (
-    build_parser,
-    check_corpus_size,
-    checked_training_run,
-    knob,
-    launched_on_several_devices,
-    parse_recipe_arguments,
-    run_main,
-)
-from st_simcse.reports import log_to_file, report_finished, report_results
-from st_simcse.runs import TrainingRun
-from st_simcse.seeds import run_seeds
-from st_simcse.training import train_and_evaluate
+# Only what parses and checks the options is imported here; the libraries that train (torch, transformers,
+# sentence-transformers) are imported where they are used, after every check: a refused run ends in well under 2 s.
+from st_simcse.data.augmentation import AUGMENTATIONS, make_augmentation
+from st_simcse.data.formats import describe_sources
+from st_simcse.training.checks import check_corpus_size, checked_training_run
+from st_simcse.training.command import launched_on_several_devices, run_main
+from st_simcse.training.options import knob, parse_recipe_arguments
+from st_simcse.training.run import TrainingRun
+from st_simcse.training.seeds import run_seeds
 
 # The paper's unsupervised BERT-base setting (its Appendix A and run_unsup_example.sh); `--help` says what each does.
 KNOBS = [
@@ -53,14 +44,22 @@ KNOBS = [
     knob(
         "train_file",
         "wiki1m_for_simcse.txt",
-        "training sentences: a text file, one per line (also .gz .bz2 .xz .zst), csv, tsv, jsonl, json, parquet, a "
-        "datasets save_to_disk folder or a hub dataset name (the paper's file by its name)",
+        f"training sentences: {describe_sources()} (the paper's file by its name)",
     ),
     knob("text_column", None),
     knob("train_split", "train"),
+    knob(
+        "duplicates",
+        "drop",
+        "exact repeats of a sentence in the corpus: drop (each sentence trains once, so no two copies of it are each "
+        "other's in-batch negatives) or keep them all",
+        choices=("drop", "keep"),
+    ),
     knob("senteval_dir", None, type=str),
     knob("dev_file", None),
+    knob("dev_columns", None),
     knob("test_file", None),
+    knob("test_columns", None),
     knob("sts_test", True),
     knob(
         "loss",
@@ -137,6 +136,12 @@ KNOBS = [
     knob("seeds", None),
     knob("keep_checkpoints", False),
     knob("output_dir", "output/unsup-simcse"),
+    knob("report_to", "none"),
+    knob("run_name", None),
+    knob("logging_steps", 10),
+    knob("push_to_hub", False),
+    knob("hub_model_id", None),
+    knob("hub_private", False),
 ]
 # The offline testbed (--quick): its model, data and SentEval folder.
 QUICK = {"model": testbed.MODEL, "train_file": testbed.UNSUP_TRAIN_FILE, "senteval_dir": testbed.SENTEVAL}
@@ -157,31 +162,58 @@ SENTENCE_TRANSFORMER_DEFAULTS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser(__doc__, KNOBS)
     return parse_recipe_arguments(
-        parser,
+        __doc__,
         KNOBS,
-        QUICK,
         argv,
-        PRESETS,
+        quick=QUICK,
+        presets=PRESETS,
         sentence_transformer_defaults=SENTENCE_TRANSFORMER_DEFAULTS,
         quick_model_settings=QUICK_MODEL,
     )
 
 
-def training_data(args: argparse.Namespace) -> DuplicateInputDataset:
+def training_data(args: argparse.Namespace):
     """Every sentence paired with itself (its positive augmented with --augmentation); without augmentation and
-    with --tokenize-once the loss makes the copy after tokenization. A corpus smaller than one batch is refused."""
+    with --tokenize-once the loss makes the copy after tokenization. Exact repeats are counted and, with
+    --duplicates drop, dropped; ``dataset.report`` holds the lines to print, ``dataset.record`` what metrics.json
+    records. A corpus smaller than one batch is refused."""
+    from st_simcse import DuplicateInputDataset, load_corpus
+    from st_simcse.data.report import corpus_report
+
     corpus = load_corpus(args.train_file, args.text_column, split=args.train_split, streaming=args.streaming)
-    check_corpus_size(None if corpus.streaming else len(corpus.dataset), args)
+    record = {"source": args.train_file, "duplicates": args.duplicates}
+    if corpus.streaming:
+        lines = [corpus.describe()]
+        if args.duplicates == "drop":
+            lines.append(
+                "a stream is not read ahead: repeats are dropped from each batch as it comes"
+                if not launched_on_several_devices()
+                else "a stream under torchrun: repeats are not dropped (every device's batch must keep its size); "
+                "de-duplicate the corpus first"
+            )
+    else:
+        corpus, report = corpus_report(corpus, drop=args.duplicates == "drop")
+        lines = report.lines()
+        record.update(examples=len(corpus.dataset), report=report.as_dict())
+        check_corpus_size(len(corpus.dataset), args)
     augmentation = make_augmentation(args.augmentation, args.augmentation_rate)
     once = args.tokenize_once and args.loss != "mnrl" and augmentation is None
-    return DuplicateInputDataset.from_corpus(corpus, duplicate_in_loss=once, augmentation=augmentation, seed=args.seed)
+    dataset = DuplicateInputDataset.from_corpus(
+        corpus, duplicate_in_loss=once, augmentation=augmentation, seed=args.seed
+    )
+    dataset.report, dataset.record = lines, record
+    return dataset
 
 
-def build_model_and_loss(args: argparse.Namespace) -> tuple[SentenceTransformer, nn.Module]:
+def build_model_and_loss(args: argparse.Namespace):
     """Encoder with [CLS] pooling (a sentence-transformers model keeps its own modules); the MLP lives in the loss, so
     the saved model is the encoder + pooling only."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from transformers import set_seed
+
+    from st_simcse import ESimCSELoss, GuidedSimCSELoss, SimCSELoss, build_model
+
     set_seed(args.seed)
     model = build_model(
         args.model,
@@ -241,11 +273,57 @@ def guided(args: argparse.Namespace) -> bool:
 
 
 def check(args: argparse.Namespace) -> TrainingRun:
-    """Every input checked before any model loads; the loss's own state (MLP or LM head, ESimCSE's momentum encoder
-    and queue, the guide's fingerprint) must be in a checkpoint that is resumed."""
+    """Every input checked before any model loads: this recipe's own options (the paper's variants), then what both
+    recipes share; the loss's own state (MLP or LM head, ESimCSE's momentum encoder and queue, the guide's
+    fingerprint) must be in a checkpoint that is resumed."""
+    check_methods(args)
     heads = args.mlp or args.mlm_weight > 0 or guided(args)
     owns_state = args.loss == "esimcse" or (args.loss == "simcse" and heads)
     return checked_training_run(args, loss_owns_state=owns_state)
+
+
+def check_methods(args: argparse.Namespace) -> None:
+    """The options of the paper's variants: MLM, augmentations, ESimCSE, GuidedSimCSELoss, the dropout ablation."""
+
+    def require(condition: bool, message: str) -> None:
+        if not condition:
+            raise ValueError(message)
+
+    require(args.mlm_weight >= 0, f"--mlm-weight must be 0 (off) or more, got {args.mlm_weight}.")
+    require(0 < args.mlm_probability < 1, f"--mlm-probability must be in (0, 1), got {args.mlm_probability}.")
+    require(
+        args.mlm_weight == 0 or args.loss == "simcse",
+        f"--mlm-weight {args.mlm_weight} needs --loss simcse (got --loss {args.loss}).",
+    )
+    require(0 <= args.momentum < 1, f"--momentum must be in [0, 1) (ESimCSE's is 0.995), got {args.momentum}.")
+    require(args.queue_size >= 0, f"--queue-size must be 0 or more, got {args.queue_size}.")
+    try:
+        make_augmentation(args.augmentation, args.augmentation_rate)
+    except ValueError as error:
+        raise ValueError(f"--augmentation {args.augmentation} --augmentation-rate: {error}") from None
+    threshold = args.false_negative_threshold
+    require(
+        args.distillation_weight >= 0,
+        f"--distillation-weight must be 0 (off) or more, got {args.distillation_weight}.",
+    )
+    require(
+        args.distillation_temperature > 0,
+        f"--distillation-temperature must be positive, got {args.distillation_temperature}.",
+    )
+    require(
+        threshold is None or -1 < threshold <= 1,
+        f"--false-negative-threshold must be a cosine in (-1, 1], got {threshold}.",
+    )
+    require(
+        (args.distillation_weight == 0 and threshold is None) or guidable(args),
+        "--distillation-weight and --false-negative-threshold (GuidedSimCSELoss) need --loss simcse, without "
+        "--mlm-weight and --shared-dropout-mask.",
+    )
+    require(
+        not args.shared_dropout_mask or (args.loss == "simcse" and args.augmentation == "none"),
+        "--shared-dropout-mask (the paper's 'fixed 0.1' ablation) needs --loss simcse and --augmentation none: one "
+        "dropout mask is shared by two copies of the same sentence.",
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -256,14 +334,20 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
-    # 1. Check every input before loading the model, and write nothing for a run that is already finished.
+    from st_simcse.training.loop import train_and_evaluate
+    from st_simcse.training.reports import log_to_file, report_finished, report_results
+
+    # 1. Check every input before loading the model, and write nothing for a run that is already finished. The corpus
+    #    is read and reported on (its size, blank lines, exact repeats) before the model loads.
     run = check(args)
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)
+    run.training_data = dataset.record
+    run.drop_repeats_in_batches = dataset.streaming and args.duplicates == "drop" and not launched_on_several_devices()
     run.claim()  # one folder, one run: held until this process ends; another run there is refused
     log_path = log_to_file(args.output_dir)
-    print(dataset.describe())
+    print("\n".join(dataset.report))
 
     # 2. The encoder and the loss.
     model, loss = build_model_and_loss(args)

@@ -109,6 +109,23 @@ def run_recipe(
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def record_model_builds(monkeypatch) -> list:
+    """Every way st_simcse builds or loads a model, replaced by a recorder: the list of the calls made."""
+    import st_simcse
+    from st_simcse.models import build, released
+
+    built: list = []
+    for module, name in (
+        (st_simcse, "build_model"),
+        (build, "build_model"),
+        (st_simcse, "load_simcse_model"),
+        (released, "load_simcse_model"),
+        (released, "reference_pooler_model"),
+    ):
+        monkeypatch.setattr(module, name, lambda *args, **kwargs: built.append(args))
+    return built
+
+
 def fails_before_loading(
     monkeypatch, capsys, recipe, arguments: list[str], message: str, output_dir, seconds: float | None = None
 ) -> str:
@@ -117,10 +134,9 @@ def fails_before_loading(
     written, within ``seconds`` where given. Returns the error line."""
     import time
 
-    from st_simcse.cli import run_main
+    from st_simcse.training.command import run_main
 
-    built = []
-    monkeypatch.setattr(recipe, "build_model", lambda *args, **kwargs: built.append(args))
+    built = record_model_builds(monkeypatch)
     monkeypatch.setattr(sys, "argv", [recipe.__file__, *arguments, "--output-dir", str(output_dir)])
     existed = output_dir.exists()
     before = sorted(output_dir.rglob("*")) if existed else None
@@ -145,7 +161,7 @@ def fails_before_loading(
 @pytest.fixture
 def hub_unreachable(monkeypatch):
     """The Hugging Face hub out of reach, as on an offline machine: its endpoint is a local port nothing listens on."""
-    from st_simcse.sources import hub_reachable
+    from st_simcse.hub import hub_reachable
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

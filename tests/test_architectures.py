@@ -94,7 +94,8 @@ def test_sentence_transformer_start_model_is_kept_as_it_is(tmp_path):
     is added for real, before the final Normalize, and saved as a built-in module."""
     from conftest import SHARED
 
-    from st_simcse.models import describe_start_model, model_pooling
+    from st_simcse.models.build import model_pooling
+    from st_simcse.models.settings import describe_start_model
 
     minilm = SHARED / "models" / "all-MiniLM-L6-v2"
     if not minilm.exists():

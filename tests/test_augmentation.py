@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from st_simcse import DuplicateInputDataset
-from st_simcse.augmentation import Crop, DeleteOneWord, WordDeletion, WordRepetition, make_augmentation
+from st_simcse.data.augmentation import Crop, DeleteOneWord, WordDeletion, WordRepetition, make_augmentation
 
 TEN = "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9"
 

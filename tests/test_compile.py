@@ -10,8 +10,8 @@ from sentence_transformers import SentenceTransformer
 from torch._dynamo.testing import CompileCounter
 
 from st_simcse import SimCSELoss, build_model
-from st_simcse.evaluation import SentenceEmbeddingCache
-from st_simcse.models import compile_encoder
+from st_simcse.evaluation.evaluators import SentenceEmbeddingCache
+from st_simcse.models.build import compile_encoder
 
 
 def test_unknown_compile_mode_is_refused(tiny_bert_dir):

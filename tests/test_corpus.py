@@ -13,7 +13,7 @@ import pytest
 from datasets import Dataset, DatasetDict, IterableDataset, Value
 
 from st_simcse import DuplicateInputDataset, load_corpus
-from st_simcse.sources import hub_reachable
+from st_simcse.hub import hub_reachable
 
 SENTENCES = ["a man plays a guitar", "two dogs run on the beach", "the child eats, then sleeps", 'she said "hi"']
 
@@ -92,7 +92,9 @@ def test_saved_datasets_and_their_splits(tmp_path):
 def test_hub_dataset_name_and_split(monkeypatch):
     """A hub name reaches ``datasets.load_dataset`` with the split asked for (the hub itself is out of reach here,
     so ``load_dataset`` is replaced by a recorder that serves a small dataset)."""
-    from st_simcse import sources
+    import datasets
+
+    from st_simcse.data import readers
 
     calls = []
 
@@ -102,8 +104,8 @@ def test_hub_dataset_name_and_split(monkeypatch):
             raise ValueError("Unknown split \"missing\". Should be one of ['train', 'validation'].")
         return Dataset.from_dict({"id": list(range(5)), "sentence": [*SENTENCES, " "]})
 
-    monkeypatch.setattr(sources, "check_hub_name", lambda name, what: None)
-    monkeypatch.setattr(sources, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(readers, "check_hub_name", lambda name, what: None)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     corpus = load_corpus("someone/corpus", split="validation")
     assert calls == [("someone/corpus", "validation", False)]
     assert list(corpus.dataset["text"]) == SENTENCES and corpus.describe().startswith("4 training sentences (1 ")
@@ -131,7 +133,7 @@ def test_unreadable_inputs_get_one_clear_error(tmp_path):
         load_corpus("data/missing.jsonl")  # a data-file suffix: a local path, never a hub name
     broken = tmp_path / "broken.csv"
     broken.write_text("a,b\n1,2\n3,4,5\n")
-    with pytest.raises(ValueError, match=r"broken.csv: could not be read as csv \(ParserError"):
+    with pytest.raises(ValueError, match=r"broken.csv, line 3: 3 fields where the header line has 2 \(a, b\)"):
         load_corpus(broken)
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(ValueError, match=r"holds no sentences \(2 blank lines\)"):

@@ -138,7 +138,7 @@ def test_esimcse_trains_with_model_fit(tmp_path, monkeypatch, tiny_bert_dir):
     from torch.utils.data import DataLoader
 
     from st_simcse import DuplicateInputDataset
-    from st_simcse.augmentation import WordRepetition
+    from st_simcse.data.augmentation import WordRepetition
 
     monkeypatch.chdir(tmp_path)  # model.fit without a checkpoint_path would create ./checkpoints
     torch.manual_seed(0)

@@ -15,8 +15,10 @@ from sentence_transformers import SentenceTransformer
 
 from st_simcse import AlignmentUniformityEvaluator, evaluate, load_sts_tasks, sts_evaluator
 from st_simcse.console import run_cli
-from st_simcse.evaluation import STS_YEAR_SUBSETS, STSData, alignment_uniformity
-from st_simcse.plots import alignment_uniformity_figure, plot_alignment_uniformity
+from st_simcse.evaluation import command
+from st_simcse.evaluation.evaluators import alignment_uniformity
+from st_simcse.evaluation.plots import alignment_uniformity_figure, plot_alignment_uniformity
+from st_simcse.evaluation.sts import STS_YEAR_SUBSETS, STSData
 
 
 def _write_pairs(folder, subset, pairs, scores):
@@ -290,8 +292,7 @@ def test_cli_bad_test_file_fails_before_the_model_loads(tmp_path, monkeypatch, c
     tiny_model.save(str(tmp_path / "saved"))
     (tmp_path / "pairs.csv").write_text(content)
     built = []
-    for name in ("build_model", "reference_pooler_model"):
-        monkeypatch.setattr(evaluate, name, lambda *args, **kwargs: built.append(args))
+    monkeypatch.setattr(command, "load_model", lambda *args, **kwargs: built.append(args))
     capsys.readouterr()  # the fixture's and the save's progress bars
     with pytest.raises(SystemExit) as exited:
         run_cli(evaluate.main, [str(tmp_path / "saved"), "--test-file", str(tmp_path / "pairs.csv")])

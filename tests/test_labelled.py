@@ -14,6 +14,7 @@ import pytest
 from conftest import REPO, fails_before_loading
 from datasets import Dataset, DatasetDict
 
+import st_simcse
 from st_simcse import PairDataset, TripletDataset, build_model, load_labelled, mine_hard_negatives
 
 sys.path.insert(0, str(REPO / "recipes"))
@@ -78,7 +79,9 @@ def test_pairs_other_names_columns_option_and_saved_folders(tmp_path):
 
 def test_hub_dataset_with_subset_and_split(monkeypatch):
     """A hub name reaches datasets with its subset and split (the hub is out of reach here: a recorder serves)."""
-    from st_simcse import sources
+    import datasets
+
+    from st_simcse.data import readers
 
     calls = []
 
@@ -86,8 +89,8 @@ def test_hub_dataset_with_subset_and_split(monkeypatch):
         calls.append((name, subset, split))
         return Dataset.from_list([dict(zip(("anchor", "positive", "negative"), row)) for row in ROWS])
 
-    monkeypatch.setattr(sources, "check_hub_name", lambda name, what: None)
-    monkeypatch.setattr(sources, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(readers, "check_hub_name", lambda name, what: None)
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     dataset = load_labelled("sentence-transformers/all-nli", split="dev", subset="triplet")
     assert calls == [("sentence-transformers/all-nli", "triplet", "dev")] and dataset.rows == ROWS
 
@@ -186,7 +189,7 @@ def test_a_resumed_run_trains_on_the_triplets_it_mined(tmp_path, monkeypatch, nl
     first = sup_nli.mined(nli_pairs, model, args)
     assert (tmp_path / sup_nli.MINED_FILE).is_file()
     assert len(sup_nli.mining_model(model, args)) == 2  # mined without the recipe's (random) MLP
-    monkeypatch.setattr(sup_nli, "mine_hard_negatives", lambda *a, **k: pytest.fail("mined again on resume"))
+    monkeypatch.setattr(st_simcse, "mine_hard_negatives", lambda *a, **k: pytest.fail("mined again on resume"))
     args.resume = True
     again = sup_nli.mined(nli_pairs, model, args)
     assert again.rows == first.rows and again.mining == first.mining

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 
 from st_simcse import DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model
 from st_simcse.losses.state import LOSS_STATE_FILE, loss_owned_state
-from st_simcse.training import SeedCallback, fit_callbacks
+from st_simcse.training.callbacks import SeedCallback, model_fit_callbacks
 
 STEPS, CHECKPOINT_STEP, BATCH = 20, 10, 16
 TRAIN = sentences(STEPS * BATCH, seed=3)
@@ -175,7 +175,7 @@ def _fit(model, loss, checkpoint_dir, resume=False, seed=None, duplicate_in_loss
     if seed is None:
         model.fit(train_objectives=[(loader, loss)], **arguments)
     else:
-        with fit_callbacks(SeedCallback(seed)):
+        with model_fit_callbacks(SeedCallback(seed)):
             model.fit(train_objectives=[(loader, loss)], **arguments)
 
 

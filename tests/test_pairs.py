@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
 from st_simcse import scored_pairs_evaluator
-from st_simcse.pairs import load_scored_pairs
+from st_simcse.evaluation.pairs import load_scored_pairs
 
 PAIRS = [
     ("a man plays a guitar", "a man plays the guitar", 4.8),

@@ -267,7 +267,7 @@ def test_esimcse_brings_word_repetition_unless_told_otherwise():
 
 def test_recipe_builds_each_method(splade_tiny):
     from st_simcse import ESimCSELoss, SimCSELoss
-    from st_simcse.augmentation import Crop, WordRepetition
+    from st_simcse.data.augmentation import Crop, WordRepetition
 
     def built(*arguments):
         args = unsup_wiki.parse_args(["--quick", *arguments])

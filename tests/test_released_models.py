@@ -12,7 +12,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from st_simcse import load_simcse_model
-from st_simcse.models import reference_pooler_model
+from st_simcse.models.released import reference_pooler_model
 
 TEXTS = ["a man plays the guitar", "two dogs run in the park", "the sun is bright"]
 

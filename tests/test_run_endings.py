@@ -20,7 +20,8 @@ from conftest import REPO, run_recipe, sentences
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
 from st_simcse import CachedSimCSELoss, DuplicateInputDataset, ESimCSELoss, SimCSELoss, build_model
-from st_simcse.runs import LOCK_FILE, STAGING, RunLockedError, acquire_run_lock, lock_holder
+from st_simcse.training.lock import LOCK_FILE, RunLockedError, acquire_run_lock, lock_holder
+from st_simcse.training.run import STAGING
 
 RECIPE = str(REPO / "recipes" / "unsup_wiki.py")
 sys.path.insert(0, str(REPO / "recipes"))
@@ -46,10 +47,10 @@ def one_line(stderr: str, start: str) -> str:
 SLOW_LAUNCHER = """
 import os, runpy, sys, time
 
-from st_simcse import training
+from st_simcse.training import callbacks
 
 # One second per training step (the arithmetic unchanged), so that the run is still going while the test acts.
-original = training.ProgressLines.on_step_end
+original = callbacks.ProgressLines.on_step_end
 
 
 def slow(self, *args, **kwargs):
@@ -57,7 +58,7 @@ def slow(self, *args, **kwargs):
     return original(self, *args, **kwargs)
 
 
-training.ProgressLines.on_step_end = slow
+callbacks.ProgressLines.on_step_end = slow
 sys.argv = [{recipe!r}, *sys.argv[1:]]
 sys.path.insert(0, os.path.dirname({recipe!r}))  # as running the recipe by its path does
 runpy.run_path({recipe!r}, run_name="__main__")
@@ -99,7 +100,11 @@ def finish(process: subprocess.Popen, read: list[str]) -> subprocess.CompletedPr
 def test_lock_names_the_live_process_and_dies_with_it(tmp_path):
     folder = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"from st_simcse.runs import acquire_run_lock as a; a({str(folder)!r}); input()"],
+        [
+            sys.executable,
+            "-c",
+            f"from st_simcse.training.lock import acquire_run_lock as a; a({str(folder)!r}); input()",
+        ],
         stdin=subprocess.PIPE,
         text=True,
     )

@@ -105,7 +105,7 @@ def test_trainer_trains_encoder_and_mlp_head(tmp_path, splade_tiny, corpus):
 def test_bf16_autocast_wrapper_runs_the_encoder_in_bf16(tiny_model):
     from conftest import sentences
 
-    from st_simcse.training import BFloat16Autocast
+    from st_simcse.training.paths import BFloat16Autocast
 
     loss = SimCSELoss(tiny_model, mlp_head=True)
     wrapped = BFloat16Autocast(loss)
@@ -123,8 +123,8 @@ def test_bf16_autocast_wrapper_runs_the_encoder_in_bf16(tiny_model):
 
 
 def _trained_both_ways(tiny_bert_dir: str, tmp_path, dataset, **run_options) -> list[dict[str, torch.Tensor]]:
-    from st_simcse.runs import TrainingRun
-    from st_simcse.training import fit, fit_with_trainer
+    from st_simcse.training.paths import fit, fit_with_trainer
+    from st_simcse.training.run import TrainingRun
 
     states = []
     for index, path in enumerate((fit, fit_with_trainer)):
@@ -178,8 +178,8 @@ def test_model_fit_on_a_corpus_smaller_than_one_batch_is_refused(tiny_bert_dir, 
 def test_resume_after_an_evaluation_that_was_never_checkpointed(tiny_bert_dir, tmp_path, capsys):
     """Killed after the dev evaluation at step 30 (a new best, saved to best_model/) but before checkpoint-30: the
     resumed run's best is the resumed checkpoint's model at its own score, never the lost part's."""
-    from st_simcse.runs import TrainingRun
-    from st_simcse.selection import DevTracker
+    from st_simcse.training.run import TrainingRun
+    from st_simcse.training.selection import DevTracker
 
     pairs = tmp_path / "dev.csv"
     pairs.write_text("sentence1,sentence2,score\na man plays,a man plays a guitar,4\na dog runs,two cats sit,0\n")

@@ -17,6 +17,7 @@ import unsup_wiki  # noqa: E402
 
 from st_simcse import evaluate  # noqa: E402
 from st_simcse.console import run_cli  # noqa: E402
+from st_simcse.evaluation import command  # noqa: E402
 
 
 def lines(path, count: int, words: str = "a man plays a guitar in the park") -> str:
@@ -163,8 +164,7 @@ def test_sentence_transformer_start_model_keeps_its_pooling(tmp_path, monkeypatc
 def evaluate_fails(monkeypatch, capsys, arguments: list[str], message: str, seconds: float = 5) -> None:
     """The evaluation CLI, in this process: one error line, exit code 2, quickly, before any model is built."""
     built = []
-    for name in ("build_model", "reference_pooler_model"):
-        monkeypatch.setattr(evaluate, name, lambda *args, **kwargs: built.append(args))
+    monkeypatch.setattr(command, "load_model", lambda *args, **kwargs: built.append(args))
     started = time.perf_counter()
     with pytest.raises(SystemExit) as exited:
         run_cli(evaluate.main, arguments)

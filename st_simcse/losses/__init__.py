@@ -7,7 +7,8 @@ from st_simcse.losses.cached_simcse import CachedSimCSELoss
 from st_simcse.losses.esimcse import ESimCSELoss
 from st_simcse.losses.guided_simcse import GuidedSimCSELoss
 from st_simcse.losses.heads import MLPHead
-from st_simcse.losses.simcse import SimCSELoss, dropout_probabilities
+from st_simcse.losses.inputs import dropout_probabilities
+from st_simcse.losses.simcse import SimCSELoss
 from st_simcse.losses.state import LOSS_STATE_FILE, LossStateCallback, install_default_callback
 
 # Every Trainer (model.fit's included) then checkpoints the parameters our losses own, e.g. the MLP head; see

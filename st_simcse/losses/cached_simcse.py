@@ -12,7 +12,8 @@ from sentence_transformers.sentence_transformer.model import SentenceTransformer
 from torch import Tensor, nn
 
 from st_simcse.losses.heads import MLPHead
-from st_simcse.losses.simcse import SIMCSE_CITATION, SimCSELoss, checked_columns
+from st_simcse.losses.inputs import checked_columns
+from st_simcse.losses.simcse import SIMCSE_CITATION, SimCSELoss
 from st_simcse.losses.wrappers import ADAPTIVE_CACHED_ERROR, MATRYOSHKA_HEAD_ERROR, under_adaptive_layer_loss
 
 GRADCACHE_CITATION = """

@@ -1,6 +1,7 @@
-"""Model selection and the final report of a run: the dev set (STS-B dev, or the user's scored pairs) evaluated
-during training with the untrained model as the first candidate, the best model kept on disk, and the test
-yardsticks it is judged on at the end (the user's test pairs, the paper's 7 STS tasks where their data is)."""
+"""Model selection and the final report of a recipe's run: the dev set (STS-B dev, or the user's scored pairs)
+evaluated during training with the untrained model as the first candidate, the best model kept on disk, and the test
+yardsticks it is judged on at the end (the user's test pairs, the paper's 7 STS tasks where their data is). Used by
+:mod:`st_simcse.training.loop`."""
 
 from __future__ import annotations
 
@@ -9,16 +10,22 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
 from tqdm.auto import tqdm
 
-from st_simcse.evaluation import AlignmentUniformityEvaluator, STSSuiteEvaluator, sts_evaluator
-from st_simcse.models import encoder_max_length
-from st_simcse.pairs import load_scored_pairs, pairs_evaluator
-from st_simcse.plots import plot_alignment_uniformity, plot_dev_curve
-from st_simcse.runs import (
+from st_simcse.evaluation.evaluators import (
+    AlignmentUniformityEvaluator,
+    STSSuiteEvaluator,
+    pairs_evaluator,
+    sts_evaluator,
+)
+from st_simcse.evaluation.pairs import load_scored_pairs
+from st_simcse.evaluation.plots import plot_alignment_uniformity, plot_dev_curve
+from st_simcse.models.build import encoder_max_length
+from st_simcse.training.run import (
     ALIGN_UNIFORM_PNG,
     BEST_MODEL,
     DEV_CURVE_PNG,
@@ -40,7 +47,7 @@ def dev_evaluator(run: TrainingRun) -> STSSuiteEvaluator:
         return sts_evaluator(
             run.senteval_dir, "dev", tasks=["STS-B"], batch_size=run.eval_batch_size, alignment_uniformity_task="STS-B"
         )
-    data = load_scored_pairs(run.dev_file, "dev", what="--dev-file")
+    data = load_scored_pairs(run.dev_file, "dev", what="--dev-file", columns=run.dev_columns)
     suite = pairs_evaluator(data, batch_size=run.eval_batch_size)
     low, high = min(data.scores), max(data.scores)
     alignment = AlignmentUniformityEvaluator(data, threshold=low + POSITIVE_SHARE_OF_RANGE * (high - low))
@@ -72,6 +79,8 @@ class DevTracker:
         self.train_seconds: dict[int, float] = {}
         self.seconds_before_resume = 0.0
         self.started = time.perf_counter()  # reset by start_training()
+        # Called with each evaluation that the Trainer itself does not log (model.fit's at the end of an epoch).
+        self.log_evaluation: Callable[[dict[str, Any], int], None] | None = None
         if main_process:
             recover_atomic_save(self.best_dir)
         self.resumed_from = latest_checkpoint_step(run.checkpoint_dir) if run.resume else None
@@ -132,6 +141,8 @@ class DevTracker:
             del history[-1], self.alignment.history[-1]
             return
         self._record(score, steps, self.seconds_before_resume + time.perf_counter() - self.started)
+        if self.log_evaluation is not None and steps % self.run.eval_steps != 0:
+            self.log_evaluation(history[-1], steps)
         # Above the progress bar, not on its line.
         tqdm.write(f"step {steps}: {self.name} Spearman {100 * score:.2f} (best {100 * self.best['score']:.2f})")
 
@@ -159,18 +170,25 @@ class DevTracker:
             },
         )
 
-    def keep_best_model(self) -> SentenceTransformer:
-        """Move the best model (the untrained one if no checkpoint beat it) to the output folder's root, saved with
-        the length it serves with."""
+    def best_model(self) -> SentenceTransformer:
+        """The best model (the untrained one if no checkpoint beat it), loaded, with the length it serves with."""
         if self.best["step"] is None:
             raise RuntimeError("No dev evaluation ran, so there is no best model; evaluate more often.")
-        # A run interrupted during its final report already moved the best model to the root: take it from there.
+        # A run interrupted after its final report moved the best model to the root: take it from there.
         source = self.best_dir if os.path.isdir(self.best_dir) else self.run.output_dir
         best_model = SentenceTransformer(source, device=str(self.model.device))
         best_model.max_seq_length = self.run.serving_max_seq_length or encoder_max_length(best_model)
+        return best_model
+
+    def best_entry(self) -> dict[str, Any]:
+        """The dev history entry of the best model."""
+        return next((entry for entry in self.evaluator.history if entry["steps"] == self.best["step"]), {})
+
+    def save_best_model(self, best_model: SentenceTransformer) -> None:
+        """The best model (with its card) at the output folder's root, where ``SentenceTransformer(output_dir)``
+        loads it."""
         best_model.save(self.run.output_dir)
         shutil.rmtree(self.best_dir, ignore_errors=True)
-        return best_model
 
     def summary(self) -> dict[str, Any]:
         history = self.evaluator.history
@@ -222,7 +240,9 @@ def evaluate_on_test(model: SentenceTransformer, run: TrainingRun) -> dict[str, 
     7-task table with alignment/uniformity on STS-B test. A missing table is None, with the reason."""
     report: dict[str, Any] = {"test": None, "test_file": None, "test_alignment": None, "test_uniformity": None}
     if run.test_file is not None:
-        data = load_scored_pairs(run.test_file, "test", what="--test-file")
+        # Named by its file: the model card's results name their dataset.
+        name = os.path.basename(os.path.normpath(run.test_file))
+        data = load_scored_pairs(run.test_file, name, what="--test-file", columns=run.test_columns)
         evaluator = pairs_evaluator(data, batch_size=run.eval_batch_size)
         results = evaluator(model)
         report["test_file"] = {"file": run.test_file, "pairs": len(data), "spearman": evaluator.table(results)["Avg."]}

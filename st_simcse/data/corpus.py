@@ -1,9 +1,8 @@
-"""A user's training sentences, in whatever form they come, read through ``datasets`` (memory-mapped Arrow, cached):
-
-plain text, one sentence per line (also ``.gz``, ``.bz2``, ``.xz``, ``.zst``), ``.csv`` / ``.tsv``, ``.jsonl`` /
-``.json``, ``.parquet`` (each also compressed), a folder written by ``Dataset.save_to_disk``, or a hub dataset name.
-Every source becomes one string column, ``text``: blank and missing values are skipped and counted, the rest are
-stripped of surrounding whitespace, as the plain-text reader always did. A bad source raises a ``ValueError`` or
+"""A user's training sentences, in whatever form they come (:mod:`st_simcse.data.formats`: plain text, one sentence
+per line, a table of any format, compressed or not, a ``Dataset.save_to_disk`` folder or a hub dataset), read through
+``datasets`` (memory-mapped Arrow, cached). Used by :class:`st_simcse.DuplicateInputDataset` and the unsupervised
+recipe. Every source becomes one string column, ``text``: blank and missing values are skipped and counted, the rest
+are stripped of surrounding whitespace, as the plain-text reader always did. A bad source raises a ``ValueError`` or
 ``FileNotFoundError`` whose message says what is wrong and what to pass instead.
 """
 
@@ -18,12 +17,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset, Features, IterableDataset, Value
 
-from st_simcse.sources import PROGRESS_BYTES, check_hub_name, is_plain_text, progress_bars, read_dataset
+from st_simcse.data.formats import is_plain_text
+from st_simcse.data.readers import PROGRESS_BYTES, SIMCSE_HUB_FILES, SIMCSE_HUB_REPO, progress_bars, read_dataset
+from st_simcse.hub import check_hub_name
 
 TEXT_COLUMN = "text"
-# The paper's training files, published with its code on the Hugging Face hub.
-SIMCSE_HUB_REPO = "princeton-nlp/datasets-for-simcse"
-SIMCSE_HUB_FILES = ("wiki1m_for_simcse.txt", "nli_for_simcse.csv")
 
 
 @dataclass

@@ -14,9 +14,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch.distributed as dist
-from transformers import TrainerCallback
-
 # How a shell reports a process ended by the signal: 128 + the signal's number.
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
@@ -74,32 +71,11 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-class StopAtCheckpointOnSignal(TrainerCallback):
-    """Ends training after the step in which a signal arrived, with a checkpoint at that step (see the module
-    docstring). Without :func:`stop_on_signals` around the run it does nothing."""
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        _requests.training = True
-
-    def on_step_end(self, args, state, control, **kwargs):
-        requested = _requests.signal_number is not None
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            requested = _any_process(requested)  # else the processes would stop at different steps and hang
-        if requested:
-            control.should_save = True
-            control.should_training_stop = True
-            _requests.signal_number = _requests.signal_number or signal.SIGTERM  # another process got it
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        _requests.training = False
+def training_started() -> None:
+    """A training loop runs from now on: the first signal stops it at the next step's checkpoint."""
+    _requests.training = True
 
 
-def _any_process(flag: bool) -> bool:
-    import torch
-
-    backend = dist.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+def request_stop(signal_number: int) -> None:
+    """Record a stop that another process received (under torchrun every process stops at the same step)."""
+    _requests.signal_number = _requests.signal_number or signal_number

@@ -15,7 +15,7 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import mine_hard_negatives as st_mine_hard_negatives
 
-from st_simcse.data import PairDataset, TripletDataset
+from st_simcse.data.labelled import PairDataset, TripletDataset
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,9 @@
 ``checkpoint-N`` without its trainer state or optimizer, which ``model.fit``'s resume picks up as the newest. Here a
 checkpoint is written into a staging folder, ``checkpoints/.partial/checkpoint-N``, renamed to
 ``checkpoints/checkpoint-N`` once every file (the loss's own state too) is on disk, and only then are older ones
-rotated out: whatever happens mid-write, the previous checkpoint is still the one a resume continues from.
+rotated out: whatever happens mid-write, the previous checkpoint is still the one a resume continues from. Used by
+both training paths (:mod:`st_simcse.training.paths`); it overrides two private methods of the Trainer
+(``_save_checkpoint``, ``_get_output_dir``: CONTRIBUTING.md lists them and why).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from sentence_transformers import SentenceTransformerTrainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from st_simcse.losses.state import LossStateCallback
-from st_simcse.runs import STAGING, is_main_process
+from st_simcse.training.lock import is_main_process
+from st_simcse.training.run import STAGING
 
 
 class AtomicCheckpointTrainer(SentenceTransformerTrainer):
@@ -29,11 +32,17 @@ class AtomicCheckpointTrainer(SentenceTransformerTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._loss_state_callbacks = [
-            callback for callback in self.callback_handler.callbacks if isinstance(callback, LossStateCallback)
-        ]
         for callback in self._loss_state_callbacks:
             callback.staged = True  # the loss state goes into the staged folder below, not from the step events
+
+    def add_callback(self, callback: Any) -> None:
+        super().add_callback(callback)
+        for added in self._loss_state_callbacks:
+            added.staged = True
+
+    @property
+    def _loss_state_callbacks(self) -> list[LossStateCallback]:
+        return [callback for callback in self.callback_handler.callbacks if isinstance(callback, LossStateCallback)]
 
     def _get_output_dir(self, trial: Any) -> str:
         return self._staging_root or super()._get_output_dir(trial)
@@ -69,11 +78,6 @@ class AtomicCheckpointTrainer(SentenceTransformerTrainer):
 
     def _rotate(self, run_dir: str) -> None:
         """The parent's deletion of older checkpoints, now that the new one is complete."""
-        try:
-            from transformers.trainer_utils import rotate_checkpoints
-        except ImportError:  # transformers 4.x: a method of the Trainer
-            self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
-            return
         rotate_checkpoints(
             output_dir=run_dir,
             save_total_limit=self.args.save_total_limit,

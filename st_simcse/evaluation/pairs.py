@@ -1,27 +1,46 @@
-"""The user's own yardstick: sentence pairs with a similarity score, from any source ``datasets`` reads (csv, tsv,
-jsonl, json, parquet, a ``save_to_disk`` folder, a hub dataset), judged like an STS task: cosine Spearman over all
-pairs, through sentence-transformers' ``EmbeddingSimilarityEvaluator``. Spearman depends only on the order of the
-scores, so any score range works (0-5, 0-1, 1-10, integer labels)."""
+"""The user's own yardstick, read: sentence pairs with a similarity score, from any tabular source of
+:mod:`st_simcse.data.formats` (a file of any format, a ``save_to_disk`` folder, a hub dataset), checked row by row;
+an almost-right file (empty, a header alone, the wrong separator) says what is wrong. They are judged like an STS
+task by :func:`st_simcse.scored_pairs_evaluator` (:mod:`st_simcse.evaluation.evaluators`). Used by the evaluation
+command, the recipes' checks and their model selection. No heavy library is imported here."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Sequence
 
-from st_simcse.evaluation import STSData, STSSuiteEvaluator, STSTaskEvaluator
-from st_simcse.sources import COMPRESSIONS, read_dataset
+from st_simcse.console import column_names
+from st_simcse.data.formats import FORMATS, format_of
+from st_simcse.data.readers import open_text, read_dataset
+from st_simcse.evaluation.sts import STSData
 
 PAIR_COLUMNS = ("sentence1", "sentence2", "score")
 # The separators a file of pairs may have been written with, by how a message names them; and the one each
 # delimited-text suffix is read with (plain text, .txt, has none: one row per line).
 SEPARATORS = {"\t": "tabs", ";": "';'", "|": "'|'", ",": "commas"}
-SUFFIX_SEPARATORS = {".csv": ",", ".tsv": "\t", ".txt": None}
+SUFFIX_SEPARATORS = {
+    f.suffix: f.options.get("sep", ",") if f.builder == "csv" else None
+    for f in FORMATS
+    if f.builder in ("csv", "text")
+}
 
 
-def load_scored_pairs(source: str | os.PathLike, name: str, split: str = "train", what: str = "--dev-file") -> STSData:
-    """The pairs of ``source`` (columns ``sentence1, sentence2, score``) as an STS task called ``name``. Raises a
+def pair_columns(text: str | None, option: str) -> list[str] | None:
+    """``--dev-columns`` / ``--test-columns S1,S2,SCORE``: the columns of a scored-pairs file, checked."""
+    roles = "the two sentence columns and the score column"
+    return column_names(text, option, (3,), "query,passage,label", roles)
+
+
+def load_scored_pairs(
+    source: str | os.PathLike,
+    name: str,
+    split: str = "train",
+    what: str = "--dev-file",
+    columns: Sequence[str] | None = None,
+) -> STSData:
+    """The pairs of ``source`` (columns ``sentence1, sentence2, score``, or the three ``columns`` named instead, in
+    that order) as an STS task called ``name``. Raises a
     ``ValueError`` (or ``FileNotFoundError``) that names the source, the row and the fix for a missing column, an
     empty sentence, a score that is not a number, or fewer than two distinct scores; and for a file that is almost
     right: an empty file, a header line without pairs, or fields separated by another character than its suffix
@@ -35,24 +54,32 @@ def load_scored_pairs(source: str | os.PathLike, name: str, split: str = "train"
         if problem:
             raise ValueError(problem) from None
         raise
-    columns = dataset.column_names
-    missing = [column for column in PAIR_COLUMNS if column not in columns]
+    wanted = list(columns) if columns is not None else list(PAIR_COLUMNS)
+    if len(wanted) != 3 or len(set(wanted)) != 3:
+        raise ValueError(
+            f"{what}: name three different columns, the two sentences and the score (e.g. query,passage,label), got "
+            f"{','.join(wanted)}."
+        )
+    present = dataset.column_names
+    missing = [column for column in wanted if column not in present]
     if missing:
-        problem = _separator_problem(source, what, columns)
+        problem = _separator_problem(source, what, present)
         if problem:
             raise ValueError(problem)
+        option = f"{what.removesuffix('-file')}-columns S1,S2,SCORE" if what.startswith("--") else "columns=[...]"
+        how = f"or name yours with {option}" if columns is None else "check the names"
         raise ValueError(
-            f"{what} {source}: no column(s) {missing}; its columns are {columns}. Scored pairs need the columns "
-            "sentence1, sentence2, score (rename them, e.g. with a header line)."
+            f"{what} {source}: no column(s) {missing}; its columns are {present}. Scored pairs need two sentence "
+            f"columns and a score column: {', '.join(PAIR_COLUMNS)} ({how})."
         )
-    rows = dataset.select_columns(list(PAIR_COLUMNS)).to_dict()
-    sentences = {column: [] for column in PAIR_COLUMNS[:2]}
+    rows = dataset.select_columns(wanted).to_dict()
+    sentences: dict[str, list[str]] = {column: [] for column in PAIR_COLUMNS[:2]}
     scores = []
-    for row, (first, second, score) in enumerate(zip(*(rows[column] for column in PAIR_COLUMNS)), start=1):
-        for column, text in zip(PAIR_COLUMNS[:2], (first, second)):
+    for row, (first, second, score) in enumerate(zip(*(rows[column] for column in wanted)), start=1):
+        for column, text in zip(wanted[:2], (first, second)):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"{what} {source}, row {row}: {column} is {text!r}; every pair needs two sentences.")
-            sentences[column].append(text.strip())
+            sentences[PAIR_COLUMNS[wanted.index(column)]].append(text.strip())
         scores.append(_score(score, source, row, what))
     if len(set(scores)) < 2:
         raise ValueError(
@@ -62,39 +89,25 @@ def load_scored_pairs(source: str | os.PathLike, name: str, split: str = "train"
     return STSData(name, sentences["sentence1"], sentences["sentence2"], scores)
 
 
-def _suffix_and_opener(source: str) -> tuple[str, Callable[..., IO[str]]] | None:
-    """The data suffix of the file ``source`` (after any compression suffix) and how to open it as text; None for
-    what is not a file this module can read line by line."""
-    if not os.path.isfile(source):
-        return None
-    stem, compression = os.path.splitext(source.lower())
-    if compression in COMPRESSIONS:
-        opener = COMPRESSIONS[compression]
-        if opener is None:  # .zst needs the zstandard package: no diagnosis, datasets' own message stays
-            return None
-    else:
-        stem, opener = source.lower(), open
-    return os.path.splitext(stem)[1], opener
-
-
 def _first_lines(source: str, count: int) -> tuple[str, list[str]] | None:
     """The suffix of the delimited-text file ``source`` (.csv, .tsv, .txt, maybe compressed) and up to ``count`` of
     its non-blank lines; None for another source. Read only on an error path."""
-    found = _suffix_and_opener(source)
-    if found is None or found[0] not in SUFFIX_SEPARATORS:
+    if not os.path.isfile(source):
         return None
-    suffix, opener = found
+    data_format, compression = format_of(source)
+    if data_format.suffix not in SUFFIX_SEPARATORS:
+        return None
     lines: list[str] = []
     try:
-        with opener(source, "rt", encoding="utf-8", errors="replace") as handle:
+        with open_text(source, compression, errors="replace") as handle:
             for line in handle:
                 if line.strip():
                     lines.append(line.rstrip("\r\n"))
                     if len(lines) == count:
                         break
-    except (OSError, EOFError, ValueError):
+    except (OSError, EOFError, ValueError, ImportError):
         return None
-    return suffix, lines
+    return data_format.suffix, lines
 
 
 def _empty_file_problem(source: str, what: str) -> str | None:
@@ -157,18 +170,3 @@ def _score(value: object, source: str, row: int, what: str) -> float:
     if not math.isfinite(score):
         raise ValueError(f"{what} {source}, row {row}: score {value!r} is not a number.")
     return score
-
-
-def pairs_evaluator(data: STSData, batch_size: int = 64) -> STSSuiteEvaluator:
-    """One :class:`st_simcse.STSTaskEvaluator` (an ``EmbeddingSimilarityEvaluator``: cosine Spearman, whole
-    sentences) over ``data``, as a suite whose main score is ``{data.name}_avg``."""
-    return STSSuiteEvaluator([STSTaskEvaluator(data, batch_size=batch_size)], name=data.name)
-
-
-def scored_pairs_evaluator(
-    source: str | os.PathLike, name: str = "dev", split: str = "train", batch_size: int = 64
-) -> STSSuiteEvaluator:
-    """An evaluator of any model on the scored pairs of ``source`` (see :func:`load_scored_pairs`), for
-    ``model.fit(evaluator=...)``, the Trainer, or a plain call: ``scored_pairs_evaluator("dev.csv")(model)`` gives
-    ``{"dev_spearman_cosine": ..., "dev_avg": ...}``."""
-    return pairs_evaluator(load_scored_pairs(source, name, split, what="Pairs file"), batch_size)

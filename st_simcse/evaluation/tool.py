@@ -17,7 +17,8 @@ from numpy import ndarray
 from sentence_transformers.util import semantic_search
 from torch import Tensor
 
-from st_simcse.models import default_pooler, is_sentence_transformer, load_simcse_model
+from st_simcse.models.released import load_simcse_model
+from st_simcse.models.settings import default_pooler, is_sentence_transformer
 
 logger = logging.getLogger(__name__)
 

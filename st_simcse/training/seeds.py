@@ -1,7 +1,8 @@
 """Several seeds of one recipe in one command (``--seeds 42 43 44``): each seed is a complete run in
 ``output_dir/seed-N``; the test tables of all seeds, their mean and standard deviation go to
-``output_dir/seeds.json``; the seed with the best dev score (model selection never looks at test) keeps its model and
-the others keep only their metrics, plots and logs."""
+``output_dir/seeds.json``; the model of the seed with the best dev score (model selection never looks at test) is
+moved to ``output_dir`` itself, where ``SentenceTransformer(output_dir)`` loads it, its card naming the spread; every
+seed folder keeps its metrics, plots and logs. Used by the recipes."""
 
 from __future__ import annotations
 
@@ -14,15 +15,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from st_simcse.runs import (
-    ARGUMENTS_FILE,
-    RunFailed,
-    RunInterrupted,
-    acquire_run_lock,
-    is_main_process,
-    release_run_lock,
-    write_json,
-)
+from st_simcse.training.lock import acquire_run_lock, is_main_process, release_run_lock
+from st_simcse.training.run import ARGUMENTS_FILE, RunFailed, RunInterrupted, write_json
 
 # No library runs this for us: transformers' hyperparameter_search samples settings (Optuna, Ray), it does not repeat
 # one run over seeds with mean +- std and the best dev seed kept.
@@ -35,7 +29,11 @@ KEPT_AFTER_PRUNING = (
     "dev_history.json",
     "dev_curve.png",
     "align_uniform.png",
+    "mining.json",
+    "runs",  # TensorBoard's event files (--report-to tensorboard)
 )
+# Neither kept nor the model: removed with the rest.
+NOT_THE_MODEL = ("checkpoints", "mined_triplets.parquet", "run.lock")
 
 
 def seed_arguments(args: argparse.Namespace) -> list[argparse.Namespace]:
@@ -46,6 +44,8 @@ def seed_arguments(args: argparse.Namespace) -> list[argparse.Namespace]:
     for seed in args.seeds:
         run = copy.copy(args)
         run.seed, run.seeds, run.output_dir = seed, None, os.path.join(args.output_dir, f"seed-{seed}")
+        if "push_to_hub" in vars(run):
+            run.push_to_hub = False  # the best seed's model is pushed once all seeds are done
         runs.append(run)
     return runs
 
@@ -74,16 +74,26 @@ def run_seeds(
         except RunFailed as failed:
             raise RunFailed(args.output_dir, failed.checkpoint, failed.reason) from failed
     summary = summarise(results)
-    summary["best_model"] = os.path.join(args.output_dir, f"seed-{summary['best_seed']}")
+    summary["best_model"] = args.output_dir
+    best_folder = os.path.join(args.output_dir, f"seed-{summary['best_seed']}")
+    move_model(best_folder, args.output_dir)  # a resumed command finds it there already
     for run in runs:
-        if run.seed != summary["best_seed"]:
-            prune_model(run.output_dir)
+        prune_model(run.output_dir)
+    from st_simcse.training import model_card
+
+    model_card.note(args.output_dir, "seeds", model_card.seeds_note(summary))
     with open(os.path.join(args.output_dir, SEEDS_FILE), "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
     release_run_lock(args.output_dir)
     print_seed_table(summary)
-    print(f"\nBest seed on dev: {summary['best_seed']}; its model: {summary['best_model']}")
+    print(f"\nBest seed on dev: {summary['best_seed']}; its model: {summary['best_model']} (from {best_folder})")
     print(f"All seeds, mean and std: {os.path.join(args.output_dir, SEEDS_FILE)}")
+    if getattr(args, "push_to_hub", False):
+        from sentence_transformers import SentenceTransformer
+
+        from st_simcse.training.loop import publish
+
+        publish(SentenceTransformer(args.output_dir), args.output_dir, vars(args))
     return summary
 
 
@@ -127,9 +137,25 @@ def prune_model(output_dir: str) -> None:
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
+def move_model(seed_folder: str, output_dir: str) -> None:
+    """Move the model files of a finished seed (everything but what a pruned seed keeps and its checkpoints) to
+    ``output_dir``, replacing a model there."""
+    for name in os.listdir(seed_folder):
+        if name in KEPT_AFTER_PRUNING or name in NOT_THE_MODEL:
+            continue
+        target = os.path.join(output_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(seed_folder, name), target)
+
+
 def print_seed_table(summary: dict) -> None:
     columns = list(summary["mean"])
-    print("\nTest Spearman x 100, per seed (dev = best dev score):")
+    tested = any(column != "best_dev" for column in columns)
+    if tested:
+        print("\nTest Spearman x 100, per seed (dev = best dev score):")
+    else:
+        print("\nDev Spearman x 100, per seed (best dev score; no test set: --no-sts-test and no --test-file):")
     print(f"{'seed':>6} " + " ".join(f"{('dev' if c == 'best_dev' else c):>7}" for c in columns))
     for seed, run in summary["runs"].items():
         row = _row(run)

@@ -1,18 +1,16 @@
 """What a recipe's run shows and where its logs go: the libraries' log lines to ``run.log`` (the console keeps the
-progress bar and the run's own lines), and at the end the captioned test tables, what model selection found, and the
-path of every output."""
+progress and the run's own lines), and at the end the captioned test tables, what model selection found, and the
+path of every output. Used by the recipes."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import sys
 import warnings
-from functools import partialmethod
 
-from st_simcse.evaluation import print_table
-from st_simcse.runs import (
+from st_simcse.evaluation.evaluators import print_table
+from st_simcse.training.run import (
     ALIGN_UNIFORM_PNG,
     ARGUMENTS_FILE,
     CHECKPOINTS,
@@ -54,18 +52,7 @@ def log_to_file(output_dir: str) -> str:
     transformers.logging.disable_progress_bar()  # the weight-loading bars; the training bar stays
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
     logging.captureWarnings(True)
-    if not sys.stderr.isatty():
-        no_progress_bars()
     return path
-
-
-def no_progress_bars() -> None:
-    """Turn every tqdm bar of this process off (the libraries' too: datasets', the model card's), for output that
-    goes to a file or a pipe, where a bar's carriage-return redraws become thousands of fragments; the training
-    progress comes as whole lines instead (st_simcse.training.ProgressLines)."""
-    from tqdm import tqdm
-
-    tqdm.__init__ = partialmethod(tqdm.__init__, disable=True)
 
 
 def report_results(metrics: dict, run: TrainingRun, log_path: str) -> None:
@@ -91,6 +78,7 @@ def report_results(metrics: dict, run: TrainingRun, log_path: str) -> None:
     print("\nWrote:")
     outputs = [
         ("model (SentenceTransformer(path) loads it)", out),
+        ("its model card", os.path.join(out, "README.md")),
         ("metrics, dev history, arguments", os.path.join(out, METRICS_FILE)),
         ("dev curve", os.path.join(out, DEV_CURVE_PNG)),
         ("alignment/uniformity plot", os.path.join(out, ALIGN_UNIFORM_PNG)),

@@ -1,30 +1,26 @@
-"""A training run: its settings, the files it writes in its output folder, and everything checked before any model
-loads (values, the output folder, the yardsticks, a resume), so a run that cannot succeed fails before any time is
-spent and before anything is written."""
+"""A training run of a recipe: its settings, the files it writes in its output folder, and everything about the folder
+checked before any model loads (the yardsticks, a started or finished run, a resume), so a run that cannot succeed
+fails before any time is spent and before anything is written. Used by every module of the recipes' machinery; it
+imports no heavy library."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
-import sys
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
-from st_simcse.evaluation import check_senteval_dir
-from st_simcse.losses.state import LOSS_STATE_FILE
-from st_simcse.sources import SourceError, check_hub_name, check_writable_folder
+from st_simcse.evaluation.sts import check_senteval_dir
+from st_simcse.hub import SourceError, check_hub_name, check_writable_folder
+from st_simcse.training.lock import acquire_run_lock, is_main_process, refuse_if_locked, release_run_lock
 
 CHECKPOINTS = "checkpoints"
 # Inside CHECKPOINTS: a checkpoint being written, renamed to checkpoint-N once complete (st_simcse.checkpoints).
 STAGING = ".partial"
-# Held (an OS lock, released when the process dies) by the run that uses the output folder.
-LOCK_FILE = "run.lock"
 BEST_MODEL = "best_model"
 HISTORY_FILE = "dev_history.json"
 METRICS_FILE = "metrics.json"
@@ -32,7 +28,24 @@ ARGUMENTS_FILE = "arguments.json"
 DEV_CURVE_PNG = "dev_curve.png"
 ALIGN_UNIFORM_PNG = "align_uniform.png"
 # Options that may differ between a run and its resumption: they do not change what is trained.
-RESUMABLE_CHANGES = ("resume", "eval_batch_size", "output_dir", "keep_checkpoints", "sts_test")
+RESUMABLE_CHANGES = (
+    "resume",
+    "config",
+    "eval_batch_size",
+    "output_dir",
+    "keep_checkpoints",
+    "sts_test",
+    "report_to",
+    "run_name",
+    "logging_steps",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private",
+)
+# What a checkpoint holds once it is complete (the loss state, loss_state.safetensors, too where the loss owns
+# parameters: st_simcse.losses.state.LOSS_STATE_FILE, named here so that this module imports no loss).
+CHECKPOINT_FILES = ("trainer_state.json", "modules.json")
+LOSS_STATE_FILE = "loss_state.safetensors"
 # model.fit's names for the learning-rate schedules.
 SCHEDULERS = ("WarmupLinear", "WarmupConstant", "ConstantLR", "WarmupCosine", "WarmupCosineWithHardRestarts")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
@@ -46,10 +59,6 @@ HUB_STSB = "mteb/stsbenchmark-sts"
 
 class StartedRunError(ValueError):
     """The output folder holds a started, unfinished run, and this run does not resume it."""
-
-
-class RunLockedError(ValueError):
-    """The output folder is in use by a run that is still alive."""
 
 
 class RunInterrupted(Exception):
@@ -68,6 +77,26 @@ class RunFailed(Exception):
     def __init__(self, output_dir: str, checkpoint: str | None, reason: str) -> None:
         super().__init__(output_dir, checkpoint, reason)
         self.output_dir, self.checkpoint, self.reason = output_dir, checkpoint, reason
+
+
+class PushFailed(Exception):
+    """The run finished, and its push to the hub failed; ``reason`` is one line."""
+
+    def __init__(self, output_dir: str, repo_id: str, reason: str) -> None:
+        super().__init__(output_dir, repo_id, reason)
+        self.output_dir, self.repo_id, self.reason = output_dir, repo_id, reason
+
+    def line(self) -> str:
+        folder = shlex.quote(self.output_dir)
+        command = (
+            'python -c "from sentence_transformers import SentenceTransformer; '
+            f"SentenceTransformer('{self.output_dir}').push_to_hub('{self.repo_id}', exist_ok=True, "
+            f"local_model_path='{self.output_dir}')\""
+        )
+        return (
+            f"error: the push to the hub failed: {self.reason}. The model is kept in {folder}; once that is fixed, "
+            f"push it by hand with: {command}"
+        )
 
 
 @dataclass
@@ -102,6 +131,10 @@ class TrainingRun:
     streaming: bool = False
     sts_test: bool = True
     keep_checkpoints: bool = False
+    dev_columns: list[str] | None = None
+    test_columns: list[str] | None = None
+    # A stream's exact repeats, which cannot be dropped before training, are dropped from each batch as it comes.
+    drop_repeats_in_batches: bool = False
     serving_max_seq_length: int | None = None
     loss_owns_state: bool = False
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +146,8 @@ class TrainingRun:
         """The mixed precision this run uses on this machine: "bf16", "fp16" or "none"."""
         if self.amp != "auto":
             return self.amp
+        import torch
+
         if not torch.cuda.is_available():
             return "none"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
@@ -196,11 +231,14 @@ class TrainingRun:
 
     def _check_yardsticks(self) -> None:
         """The dev set that selects the model and the test sets of the final report exist and can be read."""
-        from st_simcse.pairs import load_scored_pairs
+        from st_simcse.evaluation.pairs import load_scored_pairs
 
-        for option, path in (("--dev-file", self.dev_file), ("--test-file", self.test_file)):
+        for option, path, columns in (
+            ("--dev-file", self.dev_file, self.dev_columns),
+            ("--test-file", self.test_file, self.test_columns),
+        ):
             if path is not None:
-                load_scored_pairs(path, option.strip("-").replace("-file", ""), what=option)
+                load_scored_pairs(path, option.strip("-").replace("-file", ""), what=option, columns=columns)
         if self.senteval_dir is not None:
             if self.dev_file is None:
                 check_senteval_dir(self.senteval_dir, "dev", ["STS-B"])
@@ -263,98 +301,7 @@ class TrainingRun:
 
     def _checkpoint_files(self) -> list[str]:
         """What a checkpoint holds once it is complete (the loss state too, where the loss owns parameters)."""
-        return ["trainer_state.json", "modules.json"] + ([LOSS_STATE_FILE] if self.loss_owns_state else [])
-
-
-def is_main_process() -> bool:
-    """The first process under torchrun (the only one that writes files), or the only one."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-# The lock files this process holds, by folder: open for the life of the process, so the OS releases the lock when
-# the process dies however it dies, and a killed run never leaves a stale lock.
-_held_locks: dict[str, int] = {}
-
-
-def _try_lock(descriptor: int, exclusive: bool) -> bool:
-    if sys.platform == "win32":  # pragma: no cover - no Windows CI
-        import msvcrt
-
-        try:
-            msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        msvcrt.locking(descriptor, msvcrt.LK_UNLCK, 1) if not exclusive else None
-        return True
-    import fcntl
-
-    try:
-        fcntl.flock(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    if not exclusive:
-        fcntl.flock(descriptor, fcntl.LOCK_UN)
-    return True
-
-
-def lock_holder(output_dir: str) -> str | None:
-    """Who holds ``output_dir``'s lock ("process 1234 (python recipes/unsup_wiki.py ...), since 07:12:03"), or None
-    where no live process does (no lock file, or a dead run's)."""
-    path = os.path.join(output_dir, LOCK_FILE)
-    if os.path.abspath(output_dir) in _held_locks or not os.path.isfile(path):
-        return None
-    descriptor = os.open(path, os.O_RDWR if sys.platform == "win32" else os.O_RDONLY)
-    try:
-        if _try_lock(descriptor, exclusive=False):
-            return None
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read().strip() or "another process"
-    finally:
-        os.close(descriptor)
-
-
-def locked_message(output_dir: str, holder: str) -> str:
-    return (
-        f"{output_dir} is in use by a run that is still going: {holder}. Two runs in one folder would overwrite each "
-        "other's model, metrics and checkpoints. Wait for it to end (or stop it: it writes a checkpoint and names "
-        "its resume command), or choose another --output-dir."
-    )
-
-
-def refuse_if_locked(output_dir: str) -> None:
-    holder = lock_holder(output_dir)
-    if holder is not None:
-        raise RunLockedError(locked_message(output_dir, holder))
-
-
-def acquire_run_lock(output_dir: str) -> None:
-    """Hold ``output_dir``'s lock until this process ends (or :func:`release_run_lock`); raise
-    :class:`RunLockedError` naming the holder where a live process holds it."""
-    key = os.path.abspath(output_dir)
-    if key in _held_locks:
-        return
-    os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, LOCK_FILE)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    if not _try_lock(descriptor, exclusive=True):
-        os.close(descriptor)
-        raise RunLockedError(locked_message(output_dir, lock_holder(output_dir) or "another process"))
-    command = " ".join(os.path.basename(part) if index == 0 else part for index, part in enumerate(sys.argv))
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"process {os.getpid()} (python {command}), since {time.strftime('%H:%M:%S')}\n".encode())
-    _held_locks[key] = descriptor
-
-
-def release_run_lock(output_dir: str) -> None:
-    descriptor = _held_locks.pop(os.path.abspath(output_dir), None)
-    if descriptor is None:
-        return
-    # Removed while still held, so no other process can take the lock of a file that is about to vanish unnoticed.
-    try:
-        os.remove(os.path.join(output_dir, LOCK_FILE))
-    except OSError:
-        pass
-    os.close(descriptor)
+        return [*CHECKPOINT_FILES, *([LOSS_STATE_FILE] if self.loss_owns_state else [])]
 
 
 def checkpoint_steps(checkpoint_dir: str) -> list[int]:
