@@ -27,8 +27,8 @@ import st_simcse
 
 DISTRIBUTION = "st-simcse"
 # What the sdist ships beside the package: a user of a release can run the recipes, the benchmarks and the tests.
-SDIST_ROOTS = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in")
-SDIST_FOLDERS = ("st_simcse", "recipes", "benchmarks", "tests", "docs")
+SDIST_ROOTS = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "CONTRIBUTING.md", "MANIFEST.in")
+SDIST_FOLDERS = ("st_simcse", "recipes", "benchmarks", "tests", "docs", ".ci")
 IN_WHEEL_STAGE = os.environ.get("ST_SIMCSE_INSTALLED_WHEEL") == "1"
 wheel_stage_only = pytest.mark.skipif(
     not IN_WHEEL_STAGE,
@@ -92,7 +92,7 @@ def test_the_sdist_holds_the_project(built):
         top = built["sdist"].name.removesuffix(".tar.gz")
         names = {name.removeprefix(f"{top}/") for name in archive.getnames()}
     expected = set(SDIST_ROOTS) | set().union(*(files_under(built["tree"], folder) for folder in SDIST_FOLDERS))
-    assert {"recipes/unsup_wiki.py", "recipes/testbed.py", "tests/conftest.py", "docs/install.md"} <= expected
+    assert {"recipes/unsup_wiki.py", "recipes/testbed.py", "tests/conftest.py", "docs/install.md", ".ci/run"} <= expected
     assert expected <= names, f"missing from the sdist: {sorted(expected - names)}"
 
 

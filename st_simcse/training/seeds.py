@@ -1,8 +1,8 @@
 """Several seeds of one recipe in one command (``--seeds 42 43 44``): each seed is a complete run in
 ``output_dir/seed-N``; the test tables of all seeds, their mean and standard deviation go to
 ``output_dir/seeds.json``; the model of the seed with the best dev score (model selection never looks at test) is
-moved to ``output_dir`` itself, where ``SentenceTransformer(output_dir)`` loads it, its card naming the spread; every
-seed folder keeps its metrics, plots and logs. Used by the recipes."""
+also in ``output_dir`` itself (hard links: no second copy), where ``SentenceTransformer(output_dir)`` loads it, its card
+naming the spread; the other seeds keep only their metrics, plots and logs. Used by the recipes."""
 
 from __future__ import annotations
 
@@ -76,9 +76,10 @@ def run_seeds(
     summary = summarise(results)
     summary["best_model"] = args.output_dir
     best_folder = os.path.join(args.output_dir, f"seed-{summary['best_seed']}")
-    move_model(best_folder, args.output_dir)  # a resumed command finds it there already
+    link_model(best_folder, args.output_dir)
     for run in runs:
-        prune_model(run.output_dir)
+        if run.seed != summary["best_seed"]:
+            prune_model(run.output_dir)
     from st_simcse.training import model_card
 
     model_card.note(args.output_dir, "seeds", model_card.seeds_note(summary))
@@ -137,16 +138,26 @@ def prune_model(output_dir: str) -> None:
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
-def move_model(seed_folder: str, output_dir: str) -> None:
-    """Move the model files of a finished seed (everything but what a pruned seed keeps and its checkpoints) to
-    ``output_dir``, replacing a model there."""
-    for name in os.listdir(seed_folder):
-        if name in KEPT_AFTER_PRUNING or name in NOT_THE_MODEL:
+def link_model(seed_folder: str, output_dir: str) -> None:
+    """The model files of a finished seed (everything but what a pruned seed keeps and its checkpoints) also in
+    ``output_dir``, as hard links (no second copy of the weights; a copy where the file system has no links),
+    replacing a model there."""
+    for root, _, files in os.walk(seed_folder):
+        relative = os.path.relpath(root, seed_folder)
+        top = relative.split(os.sep)[0]
+        if top in KEPT_AFTER_PRUNING or top in NOT_THE_MODEL:
             continue
-        target = os.path.join(output_dir, name)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        os.replace(os.path.join(seed_folder, name), target)
+        os.makedirs(os.path.join(output_dir, relative), exist_ok=True)
+        for name in files:
+            if relative == "." and (name in KEPT_AFTER_PRUNING or name in NOT_THE_MODEL):
+                continue
+            source, target = os.path.join(root, name), os.path.normpath(os.path.join(output_dir, relative, name))
+            if os.path.lexists(target):
+                os.remove(target)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
 
 
 def print_seed_table(summary: dict) -> None:
