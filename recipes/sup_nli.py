@@ -233,6 +233,9 @@ def saved_mining(output_dir: str) -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
+    # 1. Check every input before loading the model, and write nothing for a run that is already finished. The data
+    #    is read and reported on (rows, exact repeats, rows that are not pairs) before the model loads.
+    run = check(args)
     from transformers import set_seed
 
     from st_simcse import SimCSELoss, build_model
@@ -240,9 +243,6 @@ def train(args: argparse.Namespace) -> dict:
     from st_simcse.training.loop import train_and_evaluate
     from st_simcse.training.reports import log_to_file, report_finished, report_results
 
-    # 1. Check every input before loading the model, and write nothing for a run that is already finished. The data
-    #    is read and reported on (rows, exact repeats, rows that are not pairs) before the model loads.
-    run = check(args)
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)

@@ -334,12 +334,12 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def train(args: argparse.Namespace) -> dict:
-    from st_simcse.training.loop import train_and_evaluate
-    from st_simcse.training.reports import log_to_file, report_finished, report_results
-
     # 1. Check every input before loading the model, and write nothing for a run that is already finished. The corpus
     #    is read and reported on (its size, blank lines, exact repeats) before the model loads.
     run = check(args)
+    from st_simcse.training.loop import train_and_evaluate
+    from st_simcse.training.reports import log_to_file, report_finished, report_results
+
     if run.resume and run.finished:
         return report_finished(run)
     dataset = training_data(args)

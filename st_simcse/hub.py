@@ -26,7 +26,9 @@ def looks_like_local_path(name: str) -> bool:
     """A hub name is ``name`` or ``owner/name``; anything else (absolute, ``./``, ``../``, ``~``, deeper, ending in a
     data-file suffix) is a path, and so is ``a/b`` whose first part is a local folder (``output/unsup-simcs``)."""
     name = os.fspath(name)
-    if name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or os.path.exists(name):
+    if name.startswith(("/", "./", "../", "~", ".\\")) or name.endswith("/") or name.count("/") > 1:
+        return True
+    if os.path.exists(name):
         return True
     if name.lower().endswith(DATA_FILE_SUFFIXES):
         return True

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 # datasets' cache (the Arrow copies of the corpora tests read) in a folder of this session, not the user's cache.
 os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="st-simcse-datasets-"))
@@ -12,9 +13,18 @@ os.environ.setdefault("HF_DATASETS_CACHE", tempfile.mkdtemp(prefix="st-simcse-da
 # (the recipes' subprocesses inherit that), and a test that needs one sets it itself.
 for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(variable, None)
+# Under pytest-xdist each worker is one process on one core: one thread each (the recipes' subprocesses inherit it),
+# else two workers' OpenMP threads spin against each other on 2 cores.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if XDIST_WORKER:
+    torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -168,3 +178,90 @@ def hub_unreachable(monkeypatch):
     hub_reachable.cache_clear()
     yield
     hub_reachable.cache_clear()
+
+
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def minilm() -> str:
+    return str(_require(MINILM))
+
+
+@pytest.fixture(scope="session")
+def sts_pairs_file(tmp_path_factory, senteval_dir) -> str:
+    """100 STS-B dev pairs as a user's scored-pairs csv (sentence1, sentence2, score)."""
+    import csv
+
+    path = tmp_path_factory.mktemp("pairs") / "sts_pairs.csv"
+    with open(Path(senteval_dir) / "STS" / "STSBenchmark" / "sts-dev.csv", encoding="utf-8") as source:
+        rows = [line.rstrip("\n").split("\t")[4:7] for line in source][:100]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("sentence1", "sentence2", "score"), *((a, b, s) for s, a, b in rows)])
+    return str(path)
+
+
+def shared_folder(tmp_path_factory, name: str) -> Path:
+    """A folder of this test session that every pytest-xdist worker sees (each worker's own temp folder is a
+    subfolder of the session's)."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if XDIST_WORKER else base) / name
+
+
+def finished_run(
+    tmp_path_factory, name: str, recipe: str, *arguments: str, env: dict[str, str] | None = None
+) -> SimpleNamespace:
+    """``recipe`` run once per test session with ``arguments`` into its own folder (the first worker to ask runs it,
+    the others wait for it): ``.output_dir`` and the ``.returncode``, ``.stdout`` and ``.stderr`` of the run."""
+    import json
+
+    from filelock import FileLock
+
+    folder = shared_folder(tmp_path_factory, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "result.json"
+    with FileLock(str(folder / "run.lock")):
+        if not record.is_file():
+            result = run_recipe(recipe, *arguments, "--output-dir", str(folder / "run"), env=env)
+            outcome = {"returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+            record.write_text(json.dumps(outcome), encoding="utf-8")
+    return SimpleNamespace(output_dir=folder / "run", **json.loads(record.read_text(encoding="utf-8")))
+
+
+# The shared --quick run of the unsupervised recipe: 30 steps, the dev set every 10, the paper's 7-task table and the
+# user's own test pairs at the end. The tests of a finished run's outputs read it; none of them changes it.
+FINISHED_UNSUP = ("--quick", "--max-steps", "30", "--eval-steps", "10")
+
+
+@pytest.fixture(scope="session")
+def finished_unsup_run(tmp_path_factory, splade_tiny, senteval_dir, train_40k, sts_pairs_file) -> SimpleNamespace:
+    arguments = (*FINISHED_UNSUP, "--test-file", sts_pairs_file)
+    return finished_run(tmp_path_factory, "finished-unsup", "unsup_wiki.py", *arguments)
+
+
+def installed_trackers() -> list[str]:
+    """The trackers of --report-to whose packages this environment has, of those that run without a network."""
+    import importlib.util
+
+    return [name for name in ("tensorboard", "mlflow", "wandb") if importlib.util.find_spec(name) is not None]
+
+
+@pytest.fixture(scope="session")
+def rerun_from_config(tmp_path_factory, finished_unsup_run) -> SimpleNamespace:
+    """The shared run again, from its own arguments.json (--config), into another folder, streaming to every tracker
+    installed here that runs offline: TensorBoard's event files, MLflow's local file store, W&B's offline mode."""
+    folder = shared_folder(tmp_path_factory, "rerun")
+    folder.mkdir(parents=True, exist_ok=True)
+    environment = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": (folder / "mlruns").as_uri(),
+        "MLFLOW_ALLOW_FILE_STORE": "true",  # MLflow 3 keeps its file store behind this switch
+        "WANDB_MODE": "offline",
+        "WANDB_DIR": str(folder),
+        "WANDB_SILENT": "true",
+    }
+    trackers = ",".join(installed_trackers()) or "none"
+    config = str(finished_unsup_run.output_dir / "arguments.json")
+    return finished_run(
+        tmp_path_factory, "rerun", "unsup_wiki.py", "--config", config, "--report-to", trackers, env=environment
+    )

@@ -92,7 +92,13 @@ def test_the_sdist_holds_the_project(built):
         top = built["sdist"].name.removesuffix(".tar.gz")
         names = {name.removeprefix(f"{top}/") for name in archive.getnames()}
     expected = set(SDIST_ROOTS) | set().union(*(files_under(built["tree"], folder) for folder in SDIST_FOLDERS))
-    assert {"recipes/unsup_wiki.py", "recipes/testbed.py", "tests/conftest.py", "docs/install.md", ".ci/run"} <= expected
+    assert {
+        "recipes/unsup_wiki.py",
+        "recipes/testbed.py",
+        "tests/conftest.py",
+        "docs/install.md",
+        ".ci/run",
+    } <= expected
     assert expected <= names, f"missing from the sdist: {sorted(expected - names)}"
 
 

@@ -52,8 +52,8 @@ def test_a_corpus_without_repeats_is_trained_as_it_is(tmp_path):
     corpus = tmp_path / "clean.txt"
     corpus.write_text("\n".join(dict.fromkeys(sentences(300))) + "\n", encoding="utf-8")
     dataset = unsup_wiki.training_data(unsup_wiki.parse_args(["--quick", "--train-file", str(corpus)]))
-    assert dataset.report[0].endswith("; no exact repeats") and dataset.texts is dataset.corpus.dataset
-    assert dataset.texts._indices is None  # not a selection: the memory-mapped table itself
+    assert dataset.report[0].endswith("; no exact repeats") and len(dataset) == 300
+    assert dataset.texts._indices is None  # not a selection of rows: the memory-mapped table itself
 
 
 def test_repeats_are_found_exactly_whatever_the_hashes():
@@ -175,7 +175,7 @@ UNSUP, SUP = str(REPO / "recipes" / "unsup_wiki.py"), str(REPO / "recipes" / "su
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        ([UNSUP, "--train-file", "missing.txt", "--output-dir", "o"], "Training file not found"),
+        ([UNSUP, "--quick", "--train-file", "missing.txt", "--output-dir", "o"], "Training file not found"),
         ([SUP, "--quick", "--lr", "-1", "--output-dir", "o"], "--lr must be positive"),
         ([UNSUP, "--quick", "--report-to", "nope", "--output-dir", "o"], "no tracker called nope"),
         ([UNSUP, "--quick", "--resume", "--output-dir", "nope"], "holds no run to resume"),

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, run_recipe
+from conftest import FINISHED_UNSUP, REPO, run_recipe
 from sentence_transformers import SentenceTransformer
 from transformers.utils import is_flash_attn_2_available
 
@@ -52,11 +52,9 @@ def assert_complete_run(output_dir, built_in_only=True):
 
 
 @pytest.mark.slow
-def test_unsup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, train_40k):
-    out = tmp_path / "unsup"
-    result = run_recipe(
-        "unsup_wiki.py", "--quick", "--max-steps", "30", "--eval-steps", "10", "--output-dir", str(out)
-    )
+def test_unsup_recipe_end_to_end(finished_unsup_run, splade_tiny):
+    """The session's shared run (conftest.FINISHED_UNSUP: --quick, 30 steps, the dev set every 10)."""
+    out, result = finished_unsup_run.output_dir, finished_unsup_run
     assert result.returncode == 0, result.stderr[-3000:]
     metrics, model = assert_complete_run(out)
     assert [entry["steps"] for entry in metrics["dev_history"]] == [0, 10, 20, 30]  # 0: the untrained model
@@ -89,7 +87,7 @@ def test_unsup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, train_40k)
 
     # A finished run is never touched again: --resume says so and changes nothing; a plain rerun is refused.
     before = file_digests(out)
-    arguments = ["--quick", "--max-steps", "30", "--eval-steps", "10", "--output-dir", str(out)]
+    arguments = [*FINISHED_UNSUP, "--output-dir", str(out)]
     resumed = run_recipe("unsup_wiki.py", *arguments, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "holds a finished run: nothing to resume, nothing changed" in resumed.stdout
@@ -167,18 +165,17 @@ def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
 
 
 @pytest.mark.slow
-def test_seed_controls_the_run(tmp_path, splade_tiny, senteval_dir, train_40k):
-    """Same seed, same metrics (CPU). (Another seed, other metrics: the multi-seed test below.)"""
+def test_seed_controls_the_run(finished_unsup_run, rerun_from_config):
+    """Same seed, same metrics (CPU): the shared run and the same run again, from its arguments.json, at its seed 42.
+    (Another seed, other metrics: the multi-seed test below.)"""
 
-    def metrics_of(name: str, seed: int) -> dict:
-        out = tmp_path / name
-        arguments = ["--quick", "--max-steps", "6", "--eval-steps", "3", "--batch-size", "16", "--seed", str(seed)]
-        result = run_recipe("unsup_wiki.py", *arguments, "--output-dir", str(out))
-        assert result.returncode == 0, result.stderr[-3000:]
-        metrics = json.loads((out / "metrics.json").read_text())
+    def metrics_of(run) -> dict:
+        assert run.returncode == 0, run.stderr[-3000:]
+        metrics = json.loads((run.output_dir / "metrics.json").read_text())
+        assert metrics["arguments"]["seed"] == 42
         return {"test": metrics["test"], "dev": [entry["sts_dev_avg"] for entry in metrics["dev_history"]]}
 
-    assert metrics_of("a", 1) == metrics_of("b", 1)
+    assert metrics_of(finished_unsup_run) == metrics_of(rerun_from_config)
 
 
 sys.path.insert(0, str(REPO / "recipes"))

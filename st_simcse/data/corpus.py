@@ -18,7 +18,14 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, IterableDataset, Value
 
 from st_simcse.data.formats import is_plain_text
-from st_simcse.data.readers import PROGRESS_BYTES, SIMCSE_HUB_FILES, SIMCSE_HUB_REPO, progress_bars, read_dataset
+from st_simcse.data.readers import (
+    PROGRESS_BYTES,
+    SIMCSE_HUB_FILES,
+    SIMCSE_HUB_REPO,
+    mixed_types_message,
+    progress_bars,
+    read_dataset,
+)
 from st_simcse.hub import check_hub_name
 
 TEXT_COLUMN = "text"
@@ -117,6 +124,10 @@ def _text_column(dataset: Dataset | IterableDataset, chosen: str | None, source:
             raise ValueError(f"{source} holds no rows: it needs at least one non-empty text.")
         columns = {name: "string" if isinstance(value, str) else type(value).__name__ for name, value in first.items()}
     strings = [name for name, kind in columns.items() if kind == "string"]
+    for name, kind in columns.items():
+        if kind == "Json" and (name == chosen or (chosen is None and not strings)):
+            # datasets reads a JSON field whose type changes from line to line as a Json column: say where.
+            raise ValueError(mixed_types_message(source, name))
     if chosen is None:
         if len(strings) == 1:
             return strings[0]

@@ -212,6 +212,16 @@ def first_bad_json_line(path: str, compression: str | None, reason: str) -> str 
     return None
 
 
+def mixed_types_message(source: str, field: str) -> str:
+    """One line for a JSON field whose type changes from record to record (datasets reads it as a Json column)."""
+    if os.path.isfile(source) and format_of(source)[0].builder == "json":
+        data_format, compression = format_of(source)
+        located = first_bad_json_line(source, compression, f"Column(/{field}) changed from a to b")
+        if located:
+            return located
+    return f"{source}: field {field!r} holds values of several types; give every record the same type (text)."
+
+
 def _is_json_lines(text: str) -> bool:
     lines = [line for line in text.splitlines() if line.strip()]
     return len(lines) > 1 and lines[0].strip().startswith("{") and lines[0].strip().endswith("}")

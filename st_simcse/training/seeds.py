@@ -1,8 +1,8 @@
 """Several seeds of one recipe in one command (``--seeds 42 43 44``): each seed is a complete run in
 ``output_dir/seed-N``; the test tables of all seeds, their mean and standard deviation go to
 ``output_dir/seeds.json``; the model of the seed with the best dev score (model selection never looks at test) is
-also in ``output_dir`` itself (hard links: no second copy), where ``SentenceTransformer(output_dir)`` loads it, its card
-naming the spread; the other seeds keep only their metrics, plots and logs. Used by the recipes."""
+also in ``output_dir`` itself (hard links: no second copy), where ``SentenceTransformer(output_dir)`` loads it, its
+card naming the spread; the other seeds keep only their metrics, plots and logs. Used by the recipes."""
 
 from __future__ import annotations
 
