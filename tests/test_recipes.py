@@ -100,7 +100,7 @@ def test_unsup_recipe_end_to_end(finished_unsup_run, splade_tiny):
 @pytest.mark.slow
 def test_sup_recipe_end_to_end(tmp_path, splade_tiny, senteval_dir, nli_triplets):
     out = tmp_path / "sup"
-    result = run_recipe("sup_nli.py", "--quick", "--max-steps", "20", "--eval-steps", "10", "--output-dir", str(out))
+    result = run_recipe("sup_nli.py", "--quick", "--max-steps", "4", "--eval-steps", "2", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     metrics, model = assert_complete_run(out)
     assert len(model) == 3 and type(model[2]).__name__ == "Dense"  # the MLP is kept at test time

@@ -144,6 +144,7 @@ def test_second_run_and_resume_on_a_live_folder_are_refused_and_sigterm_checkpoi
         assert f"is in use by a run that is still going: process {first.pid} " in stderr
         assert "delete" not in stderr.lower()
     assert first.poll() is None, "the first run ended before the others were refused; the test proves nothing"
+    read += wait_for_step(first, 6)  # the refusals take well under a second now: the signal comes after step 6
 
     first.send_signal(signal.SIGTERM)
     stopped = finish(first, read)

@@ -58,6 +58,8 @@ def model_file(model_name_or_path: str, filename: str, local_files_only: bool = 
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 
     folder, base = os.path.split(filename)
+    # HF_HUB_OFFLINE set after huggingface_hub was imported is not seen by it: ask the cache alone then too.
+    local_files_only = local_files_only or hub_offline_mode()
     try:
         return hf_hub_download(name, base, subfolder=folder or None, local_files_only=local_files_only)
     except (EntryNotFoundError, HFValidationError, LocalEntryNotFoundError):
