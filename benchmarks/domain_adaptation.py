@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import testbed  # noqa: E402
 import unsup_wiki  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
-from studies import summarise, write_report  # noqa: E402
+from studies import reused, summarise, write_report  # noqa: E402
 
 from st_simcse.evaluation.evaluators import STSSuiteEvaluator, STSTaskEvaluator  # noqa: E402
 from st_simcse.evaluation.sts import load_sts_subsets, load_sts_tasks  # noqa: E402
@@ -136,7 +136,7 @@ def run_arm(arm: str, seeds: list[int], steps: int, output_dir: Path) -> dict:
         schedule = ["--max-steps", str(steps), "--eval-steps", str(steps), "--seed", str(seed)]
         # The judge below evaluates the 7 tasks too: the recipe's own final table would repeat it.
         extra = ["--no-sts-test", "--keep-checkpoints"]
-        metrics = unsup_wiki.main([*options, *schedule, *extra, "--resume", "--output-dir", str(out)])
+        metrics = unsup_wiki.main([*options, *schedule, *extra, *reused(out), "--output-dir", str(out)])
         judged_file = out / "domain.json"
         if not judged_file.exists():  # the model after `steps` steps, whatever the recipe's selection kept
             trained = SentenceTransformer(str(out / "checkpoints" / f"checkpoint-{steps}"))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import unsup_wiki  # noqa: E402
+from studies import reused  # noqa: E402
 
 # Each variant is the recipe with these options (the rest are the testbed's --quick settings).
 VARIANTS = {
@@ -43,7 +44,7 @@ def run_recipe_seeds(options: list[str], seeds: list[int], output_dir: Path) -> 
     """The testbed recipe with ``options`` over all seeds, into ``output_dir`` (its seeds.json summary); finished
     seeds are reused. Quality only: the runs are not timed."""
     seed_options = ["--seeds", *map(str, seeds)]
-    return unsup_wiki.main(["--quick", *options, *seed_options, "--resume", "--output-dir", str(output_dir)])
+    return unsup_wiki.main(["--quick", *options, *seed_options, *reused(output_dir), "--output-dir", str(output_dir)])
 
 
 def table(summaries: dict[str, dict]) -> list[str]:

@@ -1,11 +1,17 @@
-"""What the studies (domain_adaptation.py, supervised_mining.py) share: the mean and sample standard deviation over
-seeds, the text table with one row per seed and one per arm, the bar plot of the means, and the files they go to."""
+"""What the studies (domain_adaptation.py, supervised_mining.py, duplicates.py, methods.py) share: reusing finished
+runs, the mean and sample standard deviation over seeds, the text table with one row per seed and one per arm, the bar
+plot of the means, and the files they go to."""
 
 from __future__ import annotations
 
 import json
 import statistics
 from pathlib import Path
+
+
+def reused(output_dir) -> list[str]:
+    """``--resume`` where ``output_dir`` holds a started or finished run (it is reused), else nothing (a new run)."""
+    return ["--resume"] if (Path(output_dir) / "arguments.json").is_file() else []
 
 
 def summarise(result: dict, columns: tuple[str, ...]) -> dict:

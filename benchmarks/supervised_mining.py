@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 import sup_nli  # noqa: E402
 import testbed  # noqa: E402
 from sentence_transformers import SentenceTransformer  # noqa: E402
-from studies import summarise, write_report  # noqa: E402
+from studies import reused, summarise, write_report  # noqa: E402
 
 from st_simcse.evaluation.evaluators import sts_evaluator  # noqa: E402
 
@@ -63,7 +63,7 @@ def run(model: str, arm: str, seeds: list[int], output_dir: Path) -> dict:
         schedule = ["--max-steps", str(steps), "--eval-steps", str(steps), "--seed", str(seed)]
         # The last checkpoint is judged below: the recipe's own final table (of the kept model) would repeat it.
         extra = ["--no-sts-test", "--keep-checkpoints", "--train-file", testbed.NLI_TRAIN_FILE]
-        options = [*model_options, *arm_options, *schedule, *extra, "--resume", "--output-dir", str(out)]
+        options = [*model_options, *arm_options, *schedule, *extra, *reused(out), "--output-dir", str(out)]
         metrics = sup_nli.main(options)
         judged_file = out / "judged.json"
         if not judged_file.exists():

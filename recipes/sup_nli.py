@@ -34,7 +34,7 @@ from st_simcse.console import column_names
 from st_simcse.data.formats import describe_sources
 from st_simcse.training.checks import check_corpus_size, checked_training_run
 from st_simcse.training.command import launched_on_several_devices, run_main
-from st_simcse.training.options import knob, parse_recipe_arguments
+from st_simcse.training.options import TRACKING_KNOBS, knob, parse_recipe_arguments
 from st_simcse.training.run import TrainingRun, write_json
 from st_simcse.training.seeds import run_seeds
 
@@ -104,12 +104,9 @@ KNOBS = [
     knob("seeds", None),
     knob("keep_checkpoints", False),
     knob("output_dir", "output/sup-simcse"),
-    knob("report_to", "none"),
-    knob("run_name", None),
-    knob("logging_steps", 10),
-    knob("push_to_hub", False),
-    knob("hub_model_id", None),
-    knob("hub_private", False),
+    # Watching and publishing the run: --report-to, --run-name, --logging-steps, --push-to-hub, --hub-model-id,
+    # --hub-private (st_simcse.training.options.TRACKING_KNOBS, the same in both recipes).
+    *TRACKING_KNOBS,
 ]
 # The offline testbed (--quick): 6k SNLI triplets, so smaller batches (more steps).
 QUICK = {

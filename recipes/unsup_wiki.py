@@ -34,7 +34,7 @@ from st_simcse.data.augmentation import AUGMENTATIONS, make_augmentation
 from st_simcse.data.formats import describe_sources
 from st_simcse.training.checks import check_corpus_size, checked_training_run
 from st_simcse.training.command import launched_on_several_devices, run_main
-from st_simcse.training.options import knob, parse_recipe_arguments
+from st_simcse.training.options import TRACKING_KNOBS, knob, parse_recipe_arguments
 from st_simcse.training.run import TrainingRun
 from st_simcse.training.seeds import run_seeds
 
@@ -136,12 +136,9 @@ KNOBS = [
     knob("seeds", None),
     knob("keep_checkpoints", False),
     knob("output_dir", "output/unsup-simcse"),
-    knob("report_to", "none"),
-    knob("run_name", None),
-    knob("logging_steps", 10),
-    knob("push_to_hub", False),
-    knob("hub_model_id", None),
-    knob("hub_private", False),
+    # Watching and publishing the run: --report-to, --run-name, --logging-steps, --push-to-hub, --hub-model-id,
+    # --hub-private (st_simcse.training.options.TRACKING_KNOBS, the same in both recipes).
+    *TRACKING_KNOBS,
 ]
 # The offline testbed (--quick): its model, data and SentEval folder.
 QUICK = {"model": testbed.MODEL, "train_file": testbed.UNSUP_TRAIN_FILE, "senteval_dir": testbed.SENTEVAL}

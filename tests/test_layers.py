@@ -92,12 +92,12 @@ def test_the_recipes_and_benchmarks_stay_under_400_lines():
         assert len(path.read_text(encoding="utf-8").splitlines()) <= 400, f"{path} is over 400 lines"
 
 
-def test_the_checks_import_no_heavy_library():
+def test_the_checks_import_no_heavy_library(tmp_path):
     code = (
         f"import importlib, sys\nfor name in {LIGHT!r}: importlib.import_module(name)\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"the light modules import {result.stdout.strip()}"
 

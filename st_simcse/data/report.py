@@ -40,7 +40,8 @@ class RepeatCount:
         shown = shown if len(shown) <= SHOWN_CHARACTERS else shown[: SHOWN_CHARACTERS - 3] + "..."
         return (
             f"{self.repeats} of the {self.rows} {what} ({100 * self.share:.1f} %) repeat an earlier one "
-            f"({self.repeated} distinct {what} repeated; the most repeated, {self.most_repeated_count} times: "
+            f"({self.repeated} distinct {what[:-1] if self.repeated == 1 else what} repeated; the most repeated, "
+            f"{self.most_repeated_count} times: "
             f"{shown!r})"
         )
 

@@ -161,6 +161,17 @@ def knob(name: str, paper: Any, help: str | None = None, **details: Any) -> Knob
     return Knob(name, paper, text, **details)
 
 
+# The run controls both recipes end their knobs with: trackers and the hub (no paper value: off by default).
+TRACKING_KNOBS = [
+    knob("report_to", "none"),
+    knob("run_name", None),
+    knob("logging_steps", 10),
+    knob("push_to_hub", False),
+    knob("hub_model_id", None),
+    knob("hub_private", False),
+]
+
+
 def build_parser(description: str, knobs: Sequence[Knob], exit_on_error: bool = True) -> argparse.ArgumentParser:
     """The recipe's parser: every knob, then the run controls (--output-dir is a knob; --resume, --quick,
     --config)."""

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import warnings
 
+from st_simcse.console import progress_as_whole_lines
 from st_simcse.evaluation.evaluators import print_table
 from st_simcse.training.run import (
     ALIGN_UNIFORM_PNG,
@@ -52,6 +54,8 @@ def log_to_file(output_dir: str) -> str:
     transformers.logging.disable_progress_bar()  # the weight-loading bars; the training bar stays
     warnings.filterwarnings("ignore", message=".*'pin_memory' argument is set as true but no accelerator.*")
     logging.captureWarnings(True)
+    if not sys.stderr.isatty():
+        progress_as_whole_lines()  # also for a recipe's main called from Python (a benchmark) with output to a file
     return path
 
 
