@@ -23,6 +23,7 @@ from transformers import ProgressCallback, TrainerCallback, get_scheduler
 from st_simcse.losses.state import LossStateCallback
 from st_simcse.training.callbacks import (
     EvaluatorUnlessStopped,
+    RandomStateKept,
     SeedCallback,
     StopAtCheckpointOnSignal,
     model_fit_callbacks,
