@@ -79,24 +79,26 @@ class RunSettings(TrainerCallback):
 
 
 class SecondsPerStep(TrainerCallback):
-    """Adds ``train/seconds_per_step`` (the mean over the steps since the last log) to each training log, before the
-    integrations see it."""
+    """Adds ``seconds_per_step`` (the mean time of the training steps since the last log, evaluations and
+    checkpoints left out) to each training log, before the integrations see it."""
 
     def __init__(self) -> None:
-        self.last: tuple[float, int] | None = None
+        self.started: float | None = None
+        self.seconds, self.steps = 0.0, 0
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.last is None:
-            self.last = (time.perf_counter(), state.global_step)
+        self.started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.started is not None:
+            self.seconds += time.perf_counter() - self.started
+            self.steps += 1
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs is None or "loss" not in logs or self.last is None:
+        if logs is None or "loss" not in logs or not self.steps:
             return
-        now = time.perf_counter()
-        started, step = self.last
-        if state.global_step > step:
-            logs["seconds_per_step"] = round((now - started) / (state.global_step - step), 4)
-        self.last = (now, state.global_step)
+        logs["seconds_per_step"] = round(self.seconds / self.steps, 4)
+        self.seconds, self.steps = 0.0, 0
 
 
 class Trackers:
