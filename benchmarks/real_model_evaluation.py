@@ -5,8 +5,8 @@
 Runs ``st-simcse-evaluate MODEL --senteval-dir DIR`` (the paper's 7 STS test tasks, the SentEval protocol), then
 encodes every task's sentences with ``SentenceTransformer(MODEL).encode`` (its own pooling and Normalize, as saved)
 and computes each task's cosine Spearman with scipy over all its pairs (SentEval's "all" setting), and prints both
-tables and their largest difference. About 2 x 143 s on one core for all-MiniLM-L6-v2: too long for the test suite,
-which checks the same on scored pairs (tests/test_real_models.py).
+tables and their largest difference. For all-MiniLM-L6-v2 about 80 s and 110 s on 2 CPU cores (143 s each on one):
+too long for the test suite, which checks the same on scored pairs (tests/test_real_models.py).
 """
 
 from __future__ import annotations

@@ -219,8 +219,10 @@ def mined(dataset, model, args: argparse.Namespace):
         range_max=args.mining_range_max,
         batch_size=args.eval_batch_size,
     )
-    triplets.to_hf_dataset().to_parquet(saved)
+    # mining.json first, the triplets last and whole (written beside, then renamed): a resume finds both or neither.
     write_json(os.path.join(args.output_dir, MINING_FILE), triplets.mining)
+    triplets.to_hf_dataset().to_parquet(f"{saved}.tmp")
+    os.replace(f"{saved}.tmp", saved)
     return triplets
 
 

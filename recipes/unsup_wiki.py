@@ -158,6 +158,10 @@ SENTENCE_TRANSFORMER_DEFAULTS = {
 }
 
 
+# A run resumed from an older version's arguments.json, which has no --duplicates, keeps its repeats, as it did.
+OLDER_RUNS = {"duplicates": "keep"}
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parse_recipe_arguments(
         __doc__,
@@ -167,6 +171,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         presets=PRESETS,
         sentence_transformer_defaults=SENTENCE_TRANSFORMER_DEFAULTS,
         quick_model_settings=QUICK_MODEL,
+        older_runs=OLDER_RUNS,
     )
 
 

@@ -71,7 +71,13 @@ __all__ = [
 ]
 
 
+# Its subpackages and modules, reachable as attributes too (``st_simcse.losses.SimCSELoss``).
+_MODULES = ("console", "data", "evaluate", "evaluation", "hub", "losses", "models", "training")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return importlib.import_module(f"st_simcse.{name}")
     if name not in _PUBLIC:
         raise AttributeError(f"module 'st_simcse' has no attribute {name!r}")
     value = getattr(importlib.import_module(_PUBLIC[name]), name)
@@ -80,7 +86,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_PUBLIC])
+    return sorted({*globals(), *_PUBLIC, *_MODULES})
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported eagerly

@@ -104,6 +104,14 @@ def test_a_run_reruns_from_its_arguments_json(finished_unsup_run, rerun_from_con
     assert histories[0] == histories[1]
 
 
+def test_the_trackers_are_transformers_own():
+    from transformers.integrations import INTEGRATION_TO_CALLBACK
+
+    from st_simcse.training.reporting import INTEGRATIONS
+
+    assert set(INTEGRATIONS) == set(INTEGRATION_TO_CALLBACK)
+
+
 def test_a_config_file_sets_options_and_the_command_line_wins(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"lr": 1e-4, "max-steps": 7, "loss": "esimcse", "quick": True}))
@@ -118,6 +126,8 @@ def test_a_config_file_sets_options_and_the_command_line_wins(tmp_path):
         ({"lr": 1e-4, "learning_rate": 3, "bogus": 1}, "unknown option(s) bogus, learning_rate"),
         ({"loss": "simcse2"}, "--config"),
         ({"max_steps": "many"}, "invalid int value: 'many'"),
+        ({"mlp": "false"}, "mlp takes true or false, got 'false'"),
+        ({"max_steps": False}, "max_steps takes one value, got False"),
     ],
 )
 def test_a_bad_config_is_one_line(tmp_path, monkeypatch, capsys, train_40k, content, message):

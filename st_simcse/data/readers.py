@@ -132,7 +132,7 @@ def unreadable_file_message(path: str, error: BaseException) -> str:
             located = first_bad_json_line(path, compression, str(cause))
         elif builder == "csv":
             located = first_bad_csv_line(path, compression, data_format.options.get("sep", ","))
-    except (OSError, EOFError, ValueError, lzma.LZMAError):
+    except (OSError, EOFError, ValueError, lzma.LZMAError, csv.Error):
         located = None
     if located:
         return located
@@ -174,41 +174,45 @@ def _first_line_not_utf8(path: str, compression: str | None) -> str | None:
 
 def first_bad_json_line(path: str, compression: str | None, reason: str) -> str | None:
     """The first line of a JSON-lines file that is not a JSON object, or whose field changes type (pyarrow's
-    "Column(/x) changed from string to number"); for a file that is one JSON document, where it breaks."""
+    "Column(/x) changed from string to number"); for a file that is one JSON document, where it breaks. Read line by
+    line (a line ends at "\n" only: JSON strings may hold U+2028 and its kin raw)."""
     with open_text(path, compression) as handle:
-        text = handle.read()
-    stripped = text.lstrip()
-    if stripped.startswith("[") or (stripped.startswith("{") and not _is_json_lines(text)):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as error:
-            return f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})."
+        first = next((line for line in handle if line.strip()), "")
+        second = next((line for line in handle if line.strip()), "")
+    one_document = first.lstrip().startswith("[") or (first.strip().startswith("{") and not (
+        first.strip().endswith("}") and second.strip().startswith("{")))  # fmt: skip
+    if one_document:
+        with open_text(path, compression) as handle:
+            try:
+                json.load(handle)
+            except json.JSONDecodeError as error:
+                return f"{path}, line {error.lineno}: not valid JSON ({error.msg}, column {error.colno})."
         return None
     changed = re.search(r"Column\((/[^)]*)\) changed from (\w+) to (\w+)", reason)
     field = changed.group(1).strip("/").split("/")[0] if changed else None
     first_type: str | None = None
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            return (
-                f"{path}, line {line_number}: not valid JSON ({error.msg} at column {error.colno}); a JSON-lines file "
-                "holds one JSON object per line."
-            )
-        if not isinstance(record, dict):
-            return (
-                f"{path}, line {line_number}: a JSON {type(record).__name__}, not an object; every line must be one."
-            )
-        if field is not None and record.get(field) is not None:
-            kind = _json_type(record[field])
-            first_type = first_type or kind
-            if kind != first_type:
+    with open_text(path, compression) as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as error:
                 return (
-                    f"{path}, line {line_number}: field {field!r} holds a {kind}, where the lines above hold a "
-                    f"{first_type}; give every line the same type."
+                    f"{path}, line {line_number}: not valid JSON ({error.msg}, column {error.colno}); a JSON-lines "
+                    "file holds one JSON object per line."
                 )
+            if not isinstance(record, dict):
+                kind = type(record).__name__
+                return f"{path}, line {line_number}: a JSON {kind}, not an object; every line must be one."
+            if field is not None and record.get(field) is not None:
+                kind = _json_type(record[field])
+                first_type = first_type or kind
+                if kind != first_type:
+                    return (
+                        f"{path}, line {line_number}: field {field!r} holds a {kind}, where the lines above hold a "
+                        f"{first_type}; give every line the same type."
+                    )
     return None
 
 
@@ -222,11 +226,6 @@ def mixed_types_message(source: str, field: str) -> str:
     return f"{source}: field {field!r} holds values of several types; give every record the same type (text)."
 
 
-def _is_json_lines(text: str) -> bool:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return len(lines) > 1 and lines[0].strip().startswith("{") and lines[0].strip().endswith("}")
-
-
 def _json_type(value: Any) -> str:
     return {bool: "boolean", int: "number", float: "number", str: "string", list: "list", dict: "object"}.get(
         type(value), type(value).__name__
@@ -234,22 +233,22 @@ def _json_type(value: Any) -> str:
 
 
 def first_bad_csv_line(path: str, compression: str | None, separator: str) -> str | None:
-    """The first record of a csv or tsv file whose number of fields differs from its header line's."""
+    """The first record of a csv or tsv file with more fields than its header line (what pandas refuses)."""
     quoting = csv.QUOTE_NONE if separator == "\t" else csv.QUOTE_MINIMAL
     with open_text(path, compression) as handle:
         reader = csv.reader(handle, delimiter=separator, quoting=quoting)
-        header = next(reader, None)
-        if header is None:
-            return None
-        for record in reader:
-            if record and len(record) != len(header):
-                return (
-                    f"{path}, line {reader.line_num}: {len(record)} fields where the header line has {len(header)} "
-                    f"({', '.join(header)}). A field that holds the separator needs double quotes."
-                    if separator != "\t"
-                    else f"{path}, line {reader.line_num}: {len(record)} tab-separated fields where the header line "
-                    f"has {len(header)} ({', '.join(header)})."
-                )
+        try:
+            header = next(reader, None)
+            for record in reader if header is not None else ():
+                if len(record) > len(header):
+                    fields = f"{len(record)} {'tab-separated ' if separator == chr(9) else ''}fields"
+                    quotes = "" if separator == "\t" else " A field that holds the separator needs double quotes."
+                    return (
+                        f"{path}, line {reader.line_num}: {fields} where the header line has {len(header)} "
+                        f"({', '.join(header)}).{quotes}"
+                    )
+        except csv.Error as error:  # an unbalanced quote swallows the lines after it
+            return f"{path}, line {reader.line_num}: {error}; a quote opened there is not closed."
     return None
 
 

@@ -35,7 +35,7 @@ class DuplicateInputDataset(Dataset):
             tokens, two dropout masks), but every sentence is tokenized once, also under ``model.fit``, whose
             collator tokenizes every column. Only for SimCSELoss / CachedSimCSELoss.
         augmentation: A discrete augmentation applied to the positive copy only (see
-            :mod:`st_simcse.augmentation`: ``Crop``, ``WordDeletion``, ``DeleteOneWord``, ``WordRepetition``).
+            :mod:`st_simcse.data.augmentation`: ``Crop``, ``WordDeletion``, ``DeleteOneWord``, ``WordRepetition``).
             None (the default, the paper's choice): both copies are the same sentence and dropout alone makes the
             positive pair.
         seed: Seeds the augmentation: example ``i`` always gets the same positive for the same seed, whatever the
@@ -152,7 +152,7 @@ class DuplicateInputDataset(Dataset):
         also compressed), csv / tsv / jsonl / json / parquet (``text_column`` picks the column), a ``save_to_disk``
         folder or a hub dataset (``split``). Blank values are skipped and counted in ``skipped_blank_lines``.
         ``options`` are the constructor's (``duplicate_in_loss``, ``augmentation``, ``seed``). ``source`` may also be
-        a :class:`st_simcse.corpus.Corpus` that :func:`st_simcse.load_corpus` already read."""
+        a :class:`st_simcse.data.corpus.Corpus` that :func:`st_simcse.load_corpus` already read."""
         if isinstance(source, Corpus):
             corpus = source
         else:

@@ -162,8 +162,16 @@ def main(argv: list[str] | None = None) -> dict:
 def load_model(args: argparse.Namespace, pooling: str | None):
     """A sentence-transformers model as it was saved (``SentenceTransformer(MODEL)``: its own modules); a
     transformers checkpoint with the chosen reference pooler or Pooling mode."""
+    import torch
+
     from st_simcse.models.build import build_model
     from st_simcse.models.released import load_simcse_model, reference_pooler_model
+
+    if args.device is not None:
+        try:
+            torch.device(args.device)
+        except RuntimeError as error:
+            raise ValueError(f"--device {args.device}: {error} (e.g. cpu, cuda, cuda:1, mps).") from None
 
     if pooling is None:
         return load_simcse_model(args.model, device=args.device)

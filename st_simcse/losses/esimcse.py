@@ -95,7 +95,7 @@ class ESimCSELoss(SimCSELoss):
 
                 from torch.utils.data import DataLoader
                 from st_simcse import DuplicateInputDataset, ESimCSELoss, build_model
-                from st_simcse.augmentation import WordRepetition
+                from st_simcse.data.augmentation import WordRepetition
 
                 model = build_model("bert-base-uncased", pooling="cls", max_seq_length=32)
                 data = DuplicateInputDataset.from_text_file("wiki1m_for_simcse.txt", augmentation=WordRepetition(0.32))

@@ -4,10 +4,10 @@ encoder and queue), so that resuming a ``SentenceTransformerTrainer`` or ``model
 The Trainer checkpoints only the model (``model.save_pretrained``), the optimizer, the scheduler and the RNG
 states; a loss-owned module would restart from a fresh initialisation on resume while its optimizer state is
 restored. :class:`LossStateCallback` closes that gap: it writes the loss-owned tensors into every checkpoint
-folder as ``loss_state.safetensors`` and loads them back when a run resumes. Importing ``st_simcse`` adds it to
-transformers' default callbacks, so every Trainer (the one behind ``model.fit`` included) carries it without a
-user step; a resume from a checkpoint that lacks the file is refused with an error instead of continuing with a
-random head.
+folder as ``loss_state.safetensors`` and loads them back when a run resumes. Importing any st_simcse loss
+(``st_simcse.losses``) adds it to transformers' default callbacks, so every Trainer (the one behind ``model.fit``
+included) carries it without a user step; a resume from a checkpoint that lacks the file is refused with an error
+instead of continuing with a random head.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def load_loss_state(losses: list[nn.Module], folder: str) -> None:
         raise FileNotFoundError(
             f"Cannot resume from {folder}: it holds no {LOSS_STATE_FILE}, so the parameters that {names} owns "
             "(e.g. SimCSE's training-only MLP head) would restart from a random initialisation. The checkpoint was "
-            "written without st_simcse imported (or its run was killed while saving it). Resume from a checkpoint "
-            "that has the file, or start the run afresh."
+            "written without an st_simcse loss imported (or its run was killed while saving it). Resume from a "
+            "checkpoint that has the file, or start the run afresh."
         )
     saved = load_file(path)
     for index, loss in enumerate(losses):
@@ -197,7 +197,7 @@ class LossStateCallback(TrainerCallback, ExportableState):
         # Whether a fresh run draws the losses' random heads from the training arguments' seed (see on_train_begin).
         self.seed_heads = seed_heads
         # Set by a trainer that stages each checkpoint and writes the loss state into it itself
-        # (st_simcse.checkpoints.AtomicCheckpointTrainer): then nothing is written from the step events.
+        # (st_simcse.training.checkpoints.AtomicCheckpointTrainer): then nothing is written from the step events.
         self.staged = False
 
     def state(self) -> dict:
@@ -279,17 +279,17 @@ def resumed_checkpoint(args: Any, state: Any) -> str:
     raise FileNotFoundError(
         f"Cannot resume at step {state.global_step}: the loss's own parameters (e.g. SimCSE's MLP head) of this "
         f"checkpoint are in none of {', '.join(candidates)} (no {LOSS_STATE_FILE}, or one of another run). The "
-        "checkpoint was written without st_simcse imported, or moved away from where it was written: put it back, "
-        f"or copy it into output_dir ({args.output_dir}) as {name}."
+        "checkpoint was written without an st_simcse loss imported, or moved away from where it was written: put it "
+        f"back, or copy it into output_dir ({args.output_dir}) as {name}."
     )
 
 
 def install_default_callback() -> None:
     """Add :class:`LossStateCallback` to transformers' default callbacks (once), so that every Trainer, including
     the one ``model.fit`` builds, checkpoints loss-owned parameters without a user step. This is a process-wide
-    change, made by ``import st_simcse``; it is the one way that needs no user step (model.fit takes no
-    callbacks). In a Trainer that trains no st_simcse loss the callback does nothing: it saves no file, loads
-    nothing and checks nothing (tested)."""
+    change, made by importing ``st_simcse.losses`` (any st_simcse loss); it is the one way that needs no user step
+    (model.fit takes no callbacks). In a Trainer that trains no st_simcse loss the callback does nothing: it saves no
+    file, loads nothing and checks nothing (tested)."""
     from transformers import trainer as hf_trainer
 
     defaults = getattr(hf_trainer, "DEFAULT_CALLBACKS", None)

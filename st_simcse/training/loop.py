@@ -51,8 +51,9 @@ def train_and_evaluate(
       ``run.keep_checkpoints``.
 
     The run holds ``output_dir`` (:meth:`TrainingRun.claim`) until it finishes. A signal (Ctrl-C, SIGTERM; see
-    :mod:`st_simcse.stopping`) raises :class:`st_simcse.runs.RunInterrupted` and any failure after the start
-    :class:`st_simcse.runs.RunFailed`, each naming the last complete checkpoint a resume continues from.
+    :mod:`st_simcse.training.signals`) raises :class:`st_simcse.training.run.RunInterrupted` and any failure after
+    the start :class:`st_simcse.training.run.RunFailed`, each naming the last complete checkpoint a resume continues
+    from.
     """
     # Under torchrun every rank trains, but only the first one writes files and evaluates the best model.
     main_process = is_main_process()

@@ -71,8 +71,10 @@ def note(folder: str, key: str, text: str) -> None:
             at = next((i for i, line in enumerate(lines) if i > 0 and line == "---"), -1)
         lines[at + 1 : at + 1] = ["", block]
         card = "\n".join(lines)
-    with open(path, "w", encoding="utf-8") as handle:
+    # A new file swapped in, not a write in place: the card may be a hard link to a seed's (training/seeds.py).
+    with open(f"{path}.tmp", "w", encoding="utf-8") as handle:
         handle.write(card)
+    os.replace(f"{path}.tmp", path)
 
 
 def untrained_note(metrics: dict[str, Any]) -> str | None:

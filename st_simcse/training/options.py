@@ -224,6 +224,7 @@ def parse_recipe_arguments(
     presets: dict[str, dict[Any, dict[str, Any]]] | None = None,
     sentence_transformer_defaults: dict[str, Any] | None = None,
     quick_model_settings: dict[str, Any] | None = None,
+    older_runs: dict[str, Any] | None = None,
 ) -> argparse.Namespace:
     """Parse; every knob the user did not give takes, in this order of precedence: a ``--config`` file's value, the
     run's own value when it resumes (its ``arguments.json``; a resume needs a run there), a ``presets`` value (a
@@ -231,7 +232,8 @@ def parse_recipe_arguments(
     ``sentence_transformer_defaults`` value where the start model is a sentence-transformers model (which is
     trained as it is: its own pooling, no extra modules; a callable there is called with the options once every
     other knob is set, and gives the value), the ``quick`` value (with ``--quick``; ``quick_model_settings`` only
-    for the testbed's own model), else the paper's."""
+    for the testbed's own model), else the paper's. ``older_runs``: for a resume of a run whose arguments.json lacks a
+    knob (an older version wrote it), the value that does what that version did."""
     args = build_parser(description, knobs).parse_args(argv)
     paper = {knob.name: knob.paper for knob in knobs}
     if args.config:
@@ -257,6 +259,8 @@ def parse_recipe_arguments(
         for name in paper.keys() - given:
             if name in saved:
                 setattr(args, name, saved[name])
+            elif name in (older_runs or {}):
+                setattr(args, name, older_runs[name])
         args.quick = saved.get("quick", args.quick)
     if args.model is None:
         args.model = default("model")
@@ -299,18 +303,14 @@ def read_config(path: str, description: str, knobs: Sequence[Knob]) -> dict[str,
         raise FileNotFoundError(f"--config {path}: no such file.")
     with open(path, encoding="utf-8") as handle:
         text = handle.read()
-    try:
-        if path.lower().endswith((".yaml", ".yml")):
-            import yaml
+    yaml_file = path.lower().endswith((".yaml", ".yml"))
+    import yaml
 
-            values = yaml.safe_load(text)
-        else:
-            values = json.loads(text)
-    except Exception as error:  # json's and yaml's errors name the line
-        raise ValueError(
-            f"--config {path}: not valid {'yaml' if path.endswith(('.yaml', '.yml')) else 'json'} "
-            f"({' '.join(str(error).split())})."
-        ) from None
+    try:
+        values = yaml.safe_load(text) if yaml_file else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:  # json's and yaml's errors name the line
+        reason = " ".join(str(error).split())
+        raise ValueError(f"--config {path}: not valid {'yaml' if yaml_file else 'json'} ({reason}).") from None
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected option: value pairs, got a {type(values).__name__}.")
     values = {str(name).replace("-", "_"): value for name, value in values.items()}
@@ -324,17 +324,21 @@ def read_config(path: str, description: str, knobs: Sequence[Knob]) -> dict[str,
     for name, value in values.items():
         if name not in by_name or value is None:
             continue
-        flag = by_name[name].flag
-        if isinstance(value, bool):
-            argv.append(flag if value else f"--no-{flag[2:]}")
-        elif isinstance(value, list):
-            argv += [flag, *map(str, value)]
+        knob = by_name[name]
+        switch, many = isinstance(knob.paper, bool), knob.nargs is not None
+        if switch != isinstance(value, bool) or many != isinstance(value, list) or isinstance(value, dict):
+            wanted = "true or false" if switch else "a list" if many else "one value"
+            raise ValueError(f"--config {path}: {name} takes {wanted}, got {value!r}.")
+        if switch:
+            argv.append(knob.flag if value else f"--no-{knob.flag[2:]}")
         else:
-            argv += [flag, str(value)]
+            argv += [knob.flag, *map(str, value if many else [value])]
     try:
-        parsed = build_parser(description, knobs, exit_on_error=False).parse_args(argv)
+        parsed, left = build_parser(description, knobs, exit_on_error=False).parse_known_args(argv)
     except (argparse.ArgumentError, TypeError) as error:
         raise ValueError(f"--config {path}: {error}") from None
+    if left:
+        raise ValueError(f"--config {path}: could not read {' '.join(left)}.")
     settings = {name: getattr(parsed, name) for name in by_name if getattr(parsed, name) is not None}
     if values.get("quick"):
         settings["quick"] = True

@@ -12,7 +12,7 @@ import os
 
 from st_simcse.hub import hub_offline_mode, hub_reachable
 
-# transformers' integrations (transformers.integrations.INTEGRATION_TO_CALLBACK; tests/test_reporting.py checks that
+# transformers' integrations (transformers.integrations.INTEGRATION_TO_CALLBACK; tests/test_publishing.py checks that
 # the names match) -> the module each needs (None: none), and the package that provides it.
 INTEGRATIONS: dict[str, tuple[str | None, str]] = {
     "azure_ml": ("azureml.core", "azureml-core"),
@@ -64,6 +64,11 @@ def check_reporting(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"--report-to {args.report_to}: no tracker called {', '.join(unknown)}; choose none, all (every one "
                 f"installed), or a comma-separated list of {', '.join(INTEGRATIONS)}."
+            )
+        if "kubeflow" in chosen and not os.environ.get("KUBEFLOW_TRAINER_SERVER_URL"):
+            raise ValueError(
+                f"--report-to {args.report_to}: kubeflow reports to the Kubeflow trainer that runs this job, and "
+                "KUBEFLOW_TRAINER_SERVER_URL is not set: run it under Kubeflow, or drop kubeflow."
             )
         missing = [name for name in chosen if not installed(name)]
         if missing:

@@ -19,11 +19,12 @@ from st_simcse.hub import SourceError, check_hub_name, check_writable_folder
 from st_simcse.training.lock import acquire_run_lock, is_main_process, refuse_if_locked, release_run_lock
 
 CHECKPOINTS = "checkpoints"
-# Inside CHECKPOINTS: a checkpoint being written, renamed to checkpoint-N once complete (st_simcse.checkpoints).
+# Inside CHECKPOINTS: a checkpoint being written, renamed to checkpoint-N once complete (training/checkpoints.py).
 STAGING = ".partial"
 BEST_MODEL = "best_model"
 HISTORY_FILE = "dev_history.json"
 METRICS_FILE = "metrics.json"
+SEEDS_FILE = "seeds.json"  # a --seeds command's summary (st_simcse.training.seeds)
 ARGUMENTS_FILE = "arguments.json"
 DEV_CURVE_PNG = "dev_curve.png"
 ALIGN_UNIFORM_PNG = "align_uniform.png"
@@ -158,7 +159,14 @@ class TrainingRun:
 
     @property
     def finished(self) -> bool:
-        return os.path.isfile(os.path.join(self.output_dir, METRICS_FILE))
+        return self.finished_file is not None
+
+    @property
+    def finished_file(self) -> str | None:
+        """What says the folder holds a finished run: its metrics.json, or a --seeds command's seeds.json."""
+        return next(
+            (name for name in (METRICS_FILE, SEEDS_FILE) if os.path.isfile(os.path.join(self.output_dir, name))), None
+        )
 
     @property
     def sts_tables(self) -> bool:
@@ -216,7 +224,8 @@ class TrainingRun:
         if self.finished:
             if not self.resume:
                 raise ValueError(
-                    f"{self.output_dir} already holds a finished run ({METRICS_FILE}); nothing there is overwritten. "
+                    f"{self.output_dir} already holds a finished run ({self.finished_file}); nothing there is "
+                    "overwritten. "
                     "Choose another output folder, or delete this one to train again."
                 )
             return  # resuming a finished run is a no-op: the caller reports it and writes nothing
@@ -319,8 +328,11 @@ def saved_arguments(output_dir: str) -> dict[str, Any]:
     path = os.path.join(output_dir, ARGUMENTS_FILE)
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not readable JSON ({error}); it records the run's options.") from None
 
 
 def write_json(path: str, payload: Any) -> None:

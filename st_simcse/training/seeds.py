@@ -16,11 +16,11 @@ from collections.abc import Callable
 from typing import Any
 
 from st_simcse.training.lock import acquire_run_lock, is_main_process, release_run_lock
-from st_simcse.training.run import ARGUMENTS_FILE, RunFailed, RunInterrupted, write_json
+from st_simcse.training.run import ARGUMENTS_FILE, SEEDS_FILE, RunFailed, RunInterrupted, write_json
 
 # No library runs this for us: transformers' hyperparameter_search samples settings (Optuna, Ray), it does not repeat
 # one run over seeds with mean +- std and the best dev seed kept.
-SEEDS_FILE = "seeds.json"
+
 # What a pruned seed keeps: everything a person reads, nothing that is a model.
 KEPT_AFTER_PRUNING = (
     "metrics.json",
@@ -46,6 +46,8 @@ def seed_arguments(args: argparse.Namespace) -> list[argparse.Namespace]:
         run.seed, run.seeds, run.output_dir = seed, None, os.path.join(args.output_dir, f"seed-{seed}")
         if "push_to_hub" in vars(run):
             run.push_to_hub = False  # the best seed's model is pushed once all seeds are done
+        if "run_name" in vars(run):  # each seed its own run in the trackers, named after the command's
+            run.run_name = f"{args.run_name or os.path.basename(os.path.normpath(args.output_dir))}-seed-{seed}"
         runs.append(run)
     return runs
 
@@ -58,6 +60,11 @@ def run_seeds(
     """Check every seed's run first (so a bad option or a taken folder fails before any training), then train them
     one after the other and summarise."""
     runs = seed_arguments(args)
+    if os.path.isfile(os.path.join(args.output_dir, "metrics.json")):
+        raise ValueError(
+            f"{args.output_dir} already holds a finished run (metrics.json), not a --seeds run; nothing there is "
+            "overwritten. Choose another output folder."
+        )
     for run in runs:
         check(run)
     if is_main_process():
@@ -73,6 +80,8 @@ def run_seeds(
             raise RunInterrupted(args.output_dir, stopped.checkpoint, stopped.signal_number) from None
         except RunFailed as failed:
             raise RunFailed(args.output_dir, failed.checkpoint, failed.reason) from failed
+    if not is_main_process():  # under torchrun every process trains; the first one reports
+        return {}
     summary = summarise(results)
     summary["best_model"] = args.output_dir
     best_folder = os.path.join(args.output_dir, f"seed-{summary['best_seed']}")
@@ -102,7 +111,8 @@ def summarise(results: dict[int, dict]) -> dict:
     """Per-seed tables, mean and sample standard deviation (0 for one seed) of every column, and the best seed."""
     seeds = list(results)
     rows = [_row(result) for result in results.values()]
-    columns = list(rows[0])
+    # The columns every seed has (a seed whose 7-task table was skipped, e.g. the hub out of reach, has fewer).
+    columns = [column for column in rows[0] if all(column in row for row in rows)]
 
     def values(column: str) -> list[float]:
         return [row[column] for row in rows]
@@ -141,7 +151,8 @@ def prune_model(output_dir: str) -> None:
 def link_model(seed_folder: str, output_dir: str) -> None:
     """The model files of a finished seed (everything but what a pruned seed keeps and its checkpoints) also in
     ``output_dir``, as hard links (no second copy of the weights; a copy where the file system has no links),
-    replacing a model there."""
+    replacing a model there. A file written in place into either folder changes both; st_simcse replaces files
+    instead (the card's notes)."""
     for root, _, files in os.walk(seed_folder):
         relative = os.path.relpath(root, seed_folder)
         top = relative.split(os.sep)[0]
