@@ -1,6 +1,6 @@
 """The practitioner's path through the recipe, end to end (slow lane): a sentence-transformers start model on a
-jsonl corpus judged on the user's own pairs, the untrained model kept when training does not help, and the Trainer
-and streaming training paths."""
+jsonl corpus judged on the user's own pairs, and the untrained model kept when training does not help. (The Trainer and
+streaming paths, on both test models: tests/test_real_models.py.)"""
 
 from __future__ import annotations
 
@@ -104,29 +104,3 @@ def test_untrained_model_is_kept_when_no_checkpoint_beats_it(tmp_path, splade_ti
     for name, tensor in untrained[0].auto_model.state_dict().items():
         if not name.startswith("pooler."):  # not in the checkpoint: random on every load, and never used
             assert torch.equal(tensor, saved[0].auto_model.state_dict()[name]), name
-
-
-@pytest.mark.slow
-def test_trainer_and_streaming_paths_through_the_recipe(tmp_path, splade_tiny, senteval_dir, train_40k):
-    common = ["--quick", "--max-steps", "10", "--eval-steps", "5", "--batch-size", "16", "--keep-checkpoints"]
-    runs = {}
-    test = write_pairs(senteval_dir, tmp_path / "test.csv", 0, 200)
-    # The recipe's default path (fit) is the one every other recipe test runs; tests/test_training.py shows that the
-    # Trainer path trains the same weights.
-    for path in ("trainer", "streaming"):
-        options = ["--streaming"] if path == "streaming" else ["--training-path", path]
-        options += ["--test-file", str(test)] if path == "trainer" else []
-        result = run_recipe("unsup_wiki.py", *common, *options, "--output-dir", str(tmp_path / path))
-        assert result.returncode == 0, result.stderr[-3000:]
-        runs[path] = json.loads((tmp_path / path / "metrics.json").read_text())
-        assert runs[path]["training_path"] == path
-    assert [entry["steps"] for entry in runs["streaming"]["dev_history"]] == [0, 5, 10]
-    # With SentEval data, the user's test pairs come with the paper's 7-task table, not instead of it.
-    assert runs["trainer"]["test_file"]["pairs"] == 200 and set(runs["trainer"]["test"]) >= {"STS12", "Avg."}
-    # The stream trained the model: its last checkpoint's weights moved away from the start model's.
-    start = SentenceTransformer(splade_tiny)[0].auto_model.state_dict()
-    trained = SentenceTransformer(str(tmp_path / "streaming" / "checkpoints" / "checkpoint-10"))
-    moved = [
-        name for name, tensor in trained[0].auto_model.state_dict().items() if not torch.equal(tensor, start[name])
-    ]
-    assert "encoder.layer.0.attention.self.query.weight" in moved

@@ -55,6 +55,7 @@ def wandb_history(folder) -> dict[str, list[tuple[int, float]]]:
     return history
 
 
+@pytest.mark.xdist_group("finished-unsup")  # one worker runs the shared run, the others never wait
 @pytest.mark.slow
 @pytest.mark.parametrize("tracker", ["tensorboard", "mlflow", "wandb"])
 def test_the_run_streams_to_the_trackers(rerun_from_config, tracker, monkeypatch):
@@ -92,6 +93,7 @@ def test_the_run_streams_to_the_trackers(rerun_from_config, tracker, monkeypatch
     assert [value for _, value in series["eval/sts_dev_avg"]] == pytest.approx(dev)
 
 
+@pytest.mark.xdist_group("finished-unsup")  # one worker runs the shared run, the others never wait
 @pytest.mark.slow
 def test_a_run_reruns_from_its_arguments_json(finished_unsup_run, rerun_from_config):
     """--config OUT/arguments.json --output-dir NEW: the same options, the same dev history at the same seed."""
@@ -137,6 +139,7 @@ def test_a_bad_config_is_one_line(tmp_path, monkeypatch, capsys, train_40k, cont
     fails_before_loading(monkeypatch, capsys, unsup_wiki, arguments, message, tmp_path / "o")
 
 
+@pytest.mark.xdist_group("finished-unsup")  # one worker runs the shared run, the others never wait
 @pytest.mark.slow
 def test_the_card_tells_the_truth(finished_unsup_run, sts_pairs_file):
     card = (finished_unsup_run.output_dir / "README.md").read_text(encoding="utf-8")

@@ -51,6 +51,7 @@ def assert_complete_run(output_dir, built_in_only=True):
     return metrics, model
 
 
+@pytest.mark.xdist_group("finished-unsup")  # one worker runs the shared run, the others never wait
 @pytest.mark.slow
 def test_unsup_recipe_end_to_end(finished_unsup_run, splade_tiny):
     """The session's shared run (conftest.FINISHED_UNSUP: --quick, 30 steps, the dev set every 10)."""
@@ -164,6 +165,7 @@ def test_resume_after_kill(tmp_path, splade_tiny, senteval_dir, train_40k):
     assert state["global_step"] == 60
 
 
+@pytest.mark.xdist_group("finished-unsup")  # one worker runs the shared run, the others never wait
 @pytest.mark.slow
 def test_seed_controls_the_run(finished_unsup_run, rerun_from_config):
     """Same seed, same metrics (CPU): the shared run and the same run again, from its arguments.json, at its seed 42.
