@@ -114,9 +114,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def run_recipe(
     recipe: str, *arguments: str, timeout: int = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """``python recipes/RECIPE ARGUMENTS`` in a subprocess, from the repository root (``env``: its environment)."""
-    command = [sys.executable, str(REPO / "recipes" / recipe), *arguments]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    """``python recipes/RECIPE ARGUMENTS`` in a process of its own, from the repository root (``env``: its
+    environment), forked from a server that imported the heavy libraries once (tests/recipe_process.py)."""
+    import recipe_process
+
+    return recipe_process.run(REPO / "recipes" / recipe, *arguments, cwd=REPO, env=env, timeout=timeout)
 
 
 def record_model_builds(monkeypatch) -> list:
@@ -265,3 +267,9 @@ def rerun_from_config(tmp_path_factory, finished_unsup_run) -> SimpleNamespace:
     return finished_run(
         tmp_path_factory, "rerun", "unsup_wiki.py", "--config", config, "--report-to", trackers, env=environment
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, the fast ones after (in their own order otherwise): under pytest-xdist the long runs
+    start at once and the short tests fill in around them, so that both workers end together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
