@@ -30,7 +30,7 @@ def context():
 
 
 def _run(script: str, arguments: list[str], cwd: str, env: dict[str, str], stdout: str, stderr: str) -> None:
-    """In the forked process: the recipe as ``python SCRIPT ARGUMENTS`` would run it."""
+    """In the forked process: ``python SCRIPT ARGUMENTS`` (``python -m MODULE ARGUMENTS`` for ``-m MODULE``)."""
     out, err = os.open(stdout, os.O_WRONLY | os.O_CREAT), os.open(stderr, os.O_WRONLY | os.O_CREAT)
     os.dup2(out, 1)
     os.dup2(err, 2)
@@ -38,13 +38,17 @@ def _run(script: str, arguments: list[str], cwd: str, env: dict[str, str], stdou
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
-    sys.argv = [script, *arguments]
-    sys.path.insert(0, os.path.dirname(script))  # as running a script by its path does
+    module = script.removeprefix("-m ") if script.startswith("-m ") else None
+    sys.argv = [script if module is None else module, *arguments]
+    sys.path.insert(0, os.path.dirname(script) if module is None else cwd)  # as python puts them on sys.path
     code = 0
     try:
         import runpy
 
-        runpy.run_path(script, run_name="__main__")
+        if module is None:
+            runpy.run_path(script, run_name="__main__")
+        else:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as exited:
         code = exited.code if isinstance(exited.code, int) else (0 if exited.code is None else 1)
         if not isinstance(exited.code, int) and exited.code is not None:
@@ -64,7 +68,8 @@ def _run(script: str, arguments: list[str], cwd: str, env: dict[str, str], stdou
 
 def run(script: str | Path, *arguments: str, cwd: str | Path, env: dict[str, str] | None = None,
         timeout: int = 600) -> subprocess.CompletedProcess:  # fmt: skip
-    """``python SCRIPT ARGUMENTS`` in ``cwd`` with ``env`` (default: this process's), as a CompletedProcess."""
+    """``python SCRIPT ARGUMENTS`` in ``cwd`` with ``env`` (default: this process's), as a CompletedProcess; a
+    ``script`` of ``"-m MODULE"`` runs the module, as ``python -m MODULE ARGUMENTS`` does."""
     with tempfile.TemporaryDirectory(prefix="recipe-run-") as folder:
         stdout, stderr = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
         environment = dict(os.environ if env is None else env)
@@ -78,4 +83,5 @@ def run(script: str | Path, *arguments: str, cwd: str | Path, env: dict[str, str
             process.join()
             raise subprocess.TimeoutExpired([str(script), *arguments], timeout)
         read = [Path(path).read_text(encoding="utf-8", errors="replace") for path in (stdout, stderr)]
-    return subprocess.CompletedProcess([sys.executable, str(script), *arguments], process.exitcode, *read)
+    command = [sys.executable, *str(script).split(" ", 1), *arguments]
+    return subprocess.CompletedProcess(command, process.exitcode, *read)

@@ -169,6 +169,8 @@ def test_block_runs(language, code, files, tmp_path, monkeypatch):
         command = shortened(command, files, tmp_path / f"run-{index}")
         if command[0] == sys.executable and command[1].endswith(".py") and "recipes" in command[1]:
             result = recipe_process.run(command[1], *command[2:], cwd=tmp_path, env=env)  # the imports shared
+        elif command[:3] == [sys.executable, "-m", "st_simcse.evaluate"]:
+            result = recipe_process.run("-m st_simcse.evaluate", *command[3:], cwd=tmp_path, env=env)
         else:
             result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{shlex.join(command)}\n{result.stderr[-3000:]}"

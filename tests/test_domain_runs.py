@@ -99,6 +99,8 @@ def test_untrained_model_is_kept_when_no_checkpoint_beats_it(tmp_path, splade_ti
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best_step"] == 0 and metrics["best_trained_dev"] < metrics["untrained_dev"]
     assert "No checkpoint beat the untrained model on STS-B dev" in result.stdout
+    # ... and its model card says so too.
+    assert "**The saved weights are the untrained start model's.**" in (out / "README.md").read_text(encoding="utf-8")
     untrained = SentenceTransformer(splade_tiny)  # mean pooling, but the encoder's weights tell: the same
     saved = SentenceTransformer(str(out))
     for name, tensor in untrained[0].auto_model.state_dict().items():

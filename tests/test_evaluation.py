@@ -8,6 +8,7 @@ import sys
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import recipe_process
 import torch
 from conftest import sentences
 from scipy.stats import spearmanr
@@ -193,19 +194,10 @@ def test_cli_on_splade_tiny_reproduces_senteval_and_is_deterministic(tmp_path, s
     # The sentence-transformers Pooling("cls") and the reference evaluation's cls_before_pooler are the same pooler.
     for run, pooler in enumerate((["--pooling", "cls"], ["--pooler", "cls_before_pooler"])):
         out = tmp_path / f"run{run}.json"
-        command = [
-            sys.executable,
-            "-m",
-            "st_simcse.evaluate",
-            splade_tiny,
-            "--senteval-dir",
-            senteval_dir,
-            *pooler,
-            "--output",
-            str(out),
-        ]
+        arguments = [splade_tiny, "--senteval-dir", senteval_dir, *pooler, "--output", str(out)]
+        # `python -m st_simcse.evaluate ...`, in a process forked from one that imported the libraries once.
         # Not the checkout: `-m` puts the working directory on sys.path (the wheel's test must import the wheel).
-        completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        completed = recipe_process.run("-m st_simcse.evaluate", *arguments, cwd=tmp_path)
         assert completed.returncode == 0, completed.stderr[-2000:]
         assert "STS12" in completed.stdout and "Avg." in completed.stdout
         caption = "on the 7 STS test tasks, Spearman x 100 of the cosine (SentEval protocol):"

@@ -106,6 +106,15 @@ def test_a_run_reruns_from_its_arguments_json(finished_unsup_run, rerun_from_con
     assert histories[0] == histories[1]
 
 
+def test_a_tracker_whose_package_is_missing_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    from st_simcse.training import reporting
+
+    monkeypatch.setattr(reporting, "installed", lambda name: name != "comet_ml")
+    arguments = ["--quick", "--report-to", "tensorboard,comet_ml"]
+    message = "comet_ml needs its package, which is not installed: pip install comet-ml"
+    fails_before_loading(monkeypatch, capsys, unsup_wiki, arguments, message, tmp_path / "o")
+
+
 def test_the_trackers_are_transformers_own():
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
