@@ -118,9 +118,19 @@ def test_a_tracker_whose_package_is_missing_is_refused_naming_it(tmp_path, monke
 def test_the_trackers_are_transformers_own():
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
-    from st_simcse.training.reporting import INTEGRATIONS
+    from st_simcse.training.reporting import available_integrations
 
-    assert set(INTEGRATIONS) == set(INTEGRATION_TO_CALLBACK)
+    assert set(available_integrations()) == set(INTEGRATION_TO_CALLBACK)
+
+
+def test_a_tracker_newer_than_the_installed_transformers_is_refused(monkeypatch, capsys, tmp_path):
+    from st_simcse.training import reporting
+
+    monkeypatch.setenv("KUBEFLOW_TRAINER_SERVER_URL", "http://localhost:1")
+    monkeypatch.setattr(reporting, "installed_transformers", lambda: "5.1.0")
+    assert "kubeflow" not in reporting.available_integrations() and "wandb" in reporting.available_integrations()
+    message = "kubeflow came in transformers 5.4, and 5.1.0 is installed: pip install -U 'transformers>=5.4'"
+    fails_before_loading(monkeypatch, capsys, unsup_wiki, ["--quick", "--report-to", "kubeflow"], message, tmp_path)
 
 
 def test_a_config_file_sets_options_and_the_command_line_wins(tmp_path):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from sentence_transformers import SentenceTransformerTrainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from st_simcse.losses.state import LossStateCallback
 from st_simcse.training.lock import is_main_process
@@ -78,6 +78,11 @@ class AtomicCheckpointTrainer(SentenceTransformerTrainer):
 
     def _rotate(self, run_dir: str) -> None:
         """The parent's deletion of older checkpoints, now that the new one is complete."""
+        try:
+            from transformers.trainer_utils import rotate_checkpoints
+        except ImportError:  # transformers 5.0 and 5.1: a method of the Trainer
+            self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
+            return
         rotate_checkpoints(
             output_dir=run_dir,
             save_total_limit=self.args.save_total_limit,

@@ -7,13 +7,14 @@ is imported here."""
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import os
 
 from st_simcse.hub import hub_offline_mode, hub_reachable
 
 # transformers' integrations (transformers.integrations.INTEGRATION_TO_CALLBACK; tests/test_publishing.py checks that
-# the names match) -> the module each needs (None: none), and the package that provides it.
+# the names match those of the installed transformers) -> the module each needs (None: none), and its package.
 INTEGRATIONS: dict[str, tuple[str | None, str]] = {
     "azure_ml": ("azureml.core", "azureml-core"),
     "clearml": ("clearml", "clearml"),
@@ -30,6 +31,20 @@ INTEGRATIONS: dict[str, tuple[str | None, str]] = {
     "trackio": ("trackio", "trackio"),
     "wandb": ("wandb", "wandb"),
 }
+# Integrations that came in a later transformers than the lowest one pyproject.toml allows.
+TRANSFORMERS_SINCE: dict[str, tuple[int, int]] = {"kubeflow": (5, 4)}
+
+
+def installed_transformers() -> str:
+    """The installed transformers' version, read from its metadata (importing it takes seconds)."""
+    return importlib.metadata.version("transformers")
+
+
+def available_integrations() -> list[str]:
+    """The names of :data:`INTEGRATIONS` that the installed transformers has."""
+    major, minor = installed_transformers().split(".")[:2]
+    version = (int(major), int("".join(digit for digit in minor if digit.isdigit()) or 0))
+    return [name for name in INTEGRATIONS if TRANSFORMERS_SINCE.get(name, (0, 0)) <= version]
 
 
 def trackers(report_to: str | None) -> list[str] | str:
@@ -64,6 +79,14 @@ def check_reporting(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"--report-to {args.report_to}: no tracker called {', '.join(unknown)}; choose none, all (every one "
                 f"installed), or a comma-separated list of {', '.join(INTEGRATIONS)}."
+            )
+        too_new = [name for name in chosen if name not in available_integrations()]
+        if too_new:
+            needed = max(TRANSFORMERS_SINCE[name] for name in too_new)
+            raise ValueError(
+                f"--report-to {args.report_to}: {', '.join(too_new)} came in transformers {needed[0]}.{needed[1]}, "
+                f"and {installed_transformers()} is installed: pip install -U "
+                f"'transformers>={needed[0]}.{needed[1]}', or drop {', '.join(too_new)}."
             )
         if "kubeflow" in chosen and not os.environ.get("KUBEFLOW_TRAINER_SERVER_URL"):
             raise ValueError(
