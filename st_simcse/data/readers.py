@@ -218,8 +218,8 @@ def first_bad_json_line(path: str, compression: str | None, reason: str) -> str 
 
 def mixed_types_message(source: str, field: str) -> str:
     """One line for a JSON field whose type changes from record to record (datasets reads it as a Json column)."""
-    if os.path.isfile(source) and format_of(source)[0].builder == "json":
-        data_format, compression = format_of(source)
+    data_format, compression = format_of(source)
+    if os.path.isfile(source) and data_format.builder == "json":
         located = first_bad_json_line(source, compression, f"Column(/{field}) changed from a to b")
         if located:
             return located
@@ -241,8 +241,9 @@ def first_bad_csv_line(path: str, compression: str | None, separator: str) -> st
             header = next(reader, None)
             for record in reader if header is not None else ():
                 if len(record) > len(header):
-                    fields = f"{len(record)} {'tab-separated ' if separator == chr(9) else ''}fields"
-                    quotes = "" if separator == "\t" else " A field that holds the separator needs double quotes."
+                    tabs = separator == "\t"
+                    fields = f"{len(record)} {'tab-separated ' if tabs else ''}fields"
+                    quotes = "" if tabs else " A field that holds the separator needs double quotes."
                     return (
                         f"{path}, line {reader.line_num}: {fields} where the header line has {len(header)} "
                         f"({', '.join(header)}).{quotes}"

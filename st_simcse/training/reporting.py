@@ -10,6 +10,7 @@ import argparse
 import importlib.metadata
 import importlib.util
 import os
+import re
 
 from st_simcse.hub import hub_offline_mode, hub_reachable
 
@@ -42,8 +43,8 @@ def installed_transformers() -> str:
 
 def available_integrations() -> list[str]:
     """The names of :data:`INTEGRATIONS` that the installed transformers has."""
-    major, minor = installed_transformers().split(".")[:2]
-    version = (int(major), int("".join(digit for digit in minor if digit.isdigit()) or 0))
+    major, minor = re.match(r"(\d+)\.(\d+)", installed_transformers()).groups()  # "5.4.0", "5.4rc1", "5.10.0.dev0"
+    version = (int(major), int(minor))
     return [name for name in INTEGRATIONS if TRANSFORMERS_SINCE.get(name, (0, 0)) <= version]
 
 
@@ -80,7 +81,8 @@ def check_reporting(args: argparse.Namespace) -> None:
                 f"--report-to {args.report_to}: no tracker called {', '.join(unknown)}; choose none, all (every one "
                 f"installed), or a comma-separated list of {', '.join(INTEGRATIONS)}."
             )
-        too_new = [name for name in chosen if name not in available_integrations()]
+        available = available_integrations()
+        too_new = [name for name in chosen if name not in available]
         if too_new:
             needed = max(TRANSFORMERS_SINCE[name] for name in too_new)
             raise ValueError(

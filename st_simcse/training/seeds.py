@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from st_simcse.training.lock import acquire_run_lock, is_main_process, release_run_lock
-from st_simcse.training.run import ARGUMENTS_FILE, SEEDS_FILE, RunFailed, RunInterrupted, write_json
+from st_simcse.training.run import ARGUMENTS_FILE, METRICS_FILE, SEEDS_FILE, RunFailed, RunInterrupted, write_json
 
 # No library runs this for us: transformers' hyperparameter_search samples settings (Optuna, Ray), it does not repeat
 # one run over seeds with mean +- std and the best dev seed kept.
@@ -60,9 +60,9 @@ def run_seeds(
     """Check every seed's run first (so a bad option or a taken folder fails before any training), then train them
     one after the other and summarise."""
     runs = seed_arguments(args)
-    if os.path.isfile(os.path.join(args.output_dir, "metrics.json")):
+    if os.path.isfile(os.path.join(args.output_dir, METRICS_FILE)):
         raise ValueError(
-            f"{args.output_dir} already holds a finished run (metrics.json), not a --seeds run; nothing there is "
+            f"{args.output_dir} already holds a finished run ({METRICS_FILE}), not a --seeds run; nothing there is "
             "overwritten. Choose another output folder."
         )
     for run in runs:
