@@ -39,6 +39,14 @@ WORDS = (
 ).split()
 
 
+# For a test that runs a recipe with --quick, whose model and data are the shared testbed's (checked before anything
+# else the test is about).
+needs_testbed = pytest.mark.skipif(
+    not all(path.exists() for path in (SPLADE_TINY, SENTEVAL, TRAIN_40K, NLI_TRIPLETS)),
+    reason=f"needs {SHARED} (the shared offline testbed beside the checkout, what --quick runs on), absent here",
+)
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"needs {path} (the shared offline testbed beside the checkout), which is absent here")

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, fails_before_loading, installed_trackers
+from conftest import REPO, fails_before_loading, installed_trackers, needs_testbed
 
 sys.path.insert(0, str(REPO / "recipes"))
 import unsup_wiki  # noqa: E402
@@ -106,6 +106,7 @@ def test_a_run_reruns_from_its_arguments_json(finished_unsup_run, rerun_from_con
     assert histories[0] == histories[1]
 
 
+@needs_testbed
 def test_a_tracker_whose_package_is_missing_is_refused_naming_it(tmp_path, monkeypatch, capsys):
     from st_simcse.training import reporting
 
@@ -123,6 +124,7 @@ def test_the_trackers_are_transformers_own():
     assert set(available_integrations()) == set(INTEGRATION_TO_CALLBACK)
 
 
+@needs_testbed
 def test_a_tracker_newer_than_the_installed_transformers_is_refused(monkeypatch, capsys, tmp_path):
     from st_simcse.training import reporting
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import REPO, fails_before_loading
+from conftest import REPO, fails_before_loading, needs_testbed
 from sentence_transformers import SentenceTransformer
 
 from st_simcse.training.loop import publish
@@ -23,6 +23,7 @@ def a_token(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
 
 
+@needs_testbed
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -35,6 +36,7 @@ def test_push_checks_before_training(tmp_path, monkeypatch, capsys, a_token, hub
     fails_before_loading(monkeypatch, capsys, unsup_wiki, ["--quick", *arguments], message, tmp_path / "o")
 
 
+@needs_testbed
 def test_push_needs_a_token_and_the_hub(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.delenv("HF_TOKEN", raising=False)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, fails_before_loading, sentences
+from conftest import REPO, fails_before_loading, needs_testbed, sentences
 from datasets import Dataset
 
 from st_simcse import load_corpus, load_labelled
@@ -67,6 +67,7 @@ def labelled_file(path, rows: list[tuple[str, ...]], header: str = "sent0,sent1,
     return str(path)
 
 
+@needs_testbed
 def test_labelled_rows_that_are_not_pairs_are_counted_warned_or_refused(tmp_path, monkeypatch, capsys):
     texts = sentences(200, seed=5)
     some = labelled_file(
@@ -88,6 +89,7 @@ def test_labelled_rows_that_are_not_pairs_are_counted_warned_or_refused(tmp_path
     )
 
 
+@needs_testbed
 def test_empty_negatives_are_counted_with_the_hint_to_train_pairs(tmp_path, monkeypatch, capsys):
     rows = [(a, b, "" if i % 4 else c) for i, (a, b, c) in enumerate(zip(*[iter(sentences(300, seed=2))] * 3))]
     path = labelled_file(tmp_path / "gaps.csv", rows)
@@ -126,6 +128,7 @@ def test_a_malformed_dev_csv_is_one_line_naming_its_line(tmp_path, monkeypatch, 
     )
 
 
+@needs_testbed
 def test_other_column_names_for_dev_and_test_pairs(tmp_path):
     pairs = tmp_path / "qrels.jsonl"
     pairs.write_text("".join(json.dumps({"q": f"q {i}", "p": f"p {i}", "label": i % 3}) + "\n" for i in range(9)))
@@ -175,9 +178,17 @@ UNSUP, SUP = str(REPO / "recipes" / "unsup_wiki.py"), str(REPO / "recipes" / "su
 @pytest.mark.parametrize(
     ("command", "message"),
     [
-        ([UNSUP, "--quick", "--train-file", "missing.txt", "--output-dir", "o"], "Training file not found"),
+        pytest.param(
+            [UNSUP, "--quick", "--train-file", "missing.txt", "--output-dir", "o"],
+            "Training file not found",
+            marks=needs_testbed,
+        ),
         ([SUP, "--quick", "--lr", "-1", "--output-dir", "o"], "--lr must be positive"),
-        ([UNSUP, "--quick", "--report-to", "nope", "--output-dir", "o"], "no tracker called nope"),
+        pytest.param(
+            [UNSUP, "--quick", "--report-to", "nope", "--output-dir", "o"],
+            "no tracker called nope",
+            marks=needs_testbed,
+        ),
         ([UNSUP, "--quick", "--resume", "--output-dir", "nope"], "holds no run to resume"),
         (["st_simcse.evaluate", "missing-folder/", "--senteval-dir", "x"], "MODEL missing-folder/: no such folder"),
     ],
