@@ -144,7 +144,6 @@ def fit_with_trainer(
     train_dataset = dataset.to_hf_dataset()
     objective = _objective(loss, run)
     streaming = getattr(dataset, "streaming", False)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if streaming:
         train_dataset = train_dataset.shuffle(seed=run.seed, buffer_size=10_000)
         losses: nn.Module | dict[str, nn.Module] = objective
@@ -154,6 +153,7 @@ def fit_with_trainer(
         train_dataset, losses = DatasetDict({"_dataset_1": train_dataset}), {"_dataset_1": objective}
         # model.fit sizes its schedule as len(dataset) // batch_size batches (a last partial batch left out); each of
         # several processes runs 1/world_size of them.
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
         steps = run.max_steps or len(dataset) // (run.batch_size * world_size) * run.epochs
     args = SentenceTransformerTrainingArguments(
         output_dir=run.checkpoint_dir,
@@ -172,9 +172,6 @@ def fit_with_trainer(
         save_strategy="steps",
         save_steps=run.eval_steps,
         save_total_limit=1,
-        # Processes on CPUs talk through gloo alone: a CUDA build's default group (gloo for CPU tensors, nccl for
-        # CUDA ones) has no all_to_all for CPU tensors, which the in-batch gather's backward uses.
-        ddp_backend="gloo" if world_size > 1 and not torch.cuda.is_available() else None,
     )
     optimizer, schedule = _fit_optimizer(model, losses, run, steps)
     collator = None
